@@ -1,0 +1,39 @@
+# artroute — two commands matter: `make demo` and `make test`. Both bootstrap .venv first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.artroute-installed
+PYTEST_ARGS ?=
+
+.PHONY: venv test demo bench stack clean help
+
+help:
+	@echo "make demo   - start the embedded stack, serve a model, upload artworks, print the routing decisions"
+	@echo "make test   - run the test suite against real servers"
+	@echo "make bench  - run the streaming and trainer benchmarks (JSON under runs/bench/)"
+	@echo "make stack  - run the embedded stack in the foreground (Ctrl-C stops it)"
+
+venv: $(STAMP)
+
+# Re-installs only when the dependency pins change; a no-op otherwise.
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[stack,test]'
+	@touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) -m streams demo
+
+bench: $(STAMP)
+	$(PY) -m streams bench --out runs/bench/streams.json
+	$(PY) -m trainer bench train --out runs/bench/train.json
+	$(PY) -m trainer bench harvest --out runs/bench/harvest.json
+
+stack: $(STAMP)
+	$(PY) -m streams stack up
+
+clean:
+	rm -rf $(VENV) .artroute runs .pytest_cache

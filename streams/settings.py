@@ -1,0 +1,104 @@
+"""Worker settings: every knob of the streaming side, read from ``ARTROUTE_*`` environment variables.
+
+Precedence (highest first): explicit keyword arguments, environment variables, the endpoints file that
+``python -m streams stack up`` writes (so local commands find the embedded stack), then the defaults below.
+The README's settings table is generated from this class (``python -m streams settings``) and a test
+checks that it stays in sync.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, JsonConfigSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_STATE_DIR = Path(".artroute")
+
+
+def endpoints_file() -> Path:
+    """Where ``stack up`` writes its endpoints; ``ARTROUTE_STACK_FILE`` overrides."""
+    return Path(os.environ.get("ARTROUTE_STACK_FILE", DEFAULT_STATE_DIR / "stack" / "endpoints.json"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ARTROUTE_", extra="ignore")
+
+    # --- Kafka ---------------------------------------------------------------------------------------
+    kafka_brokers: str = Field("127.0.0.1:9092", description="Comma-separated Kafka bootstrap servers.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol.")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism when the protocol is SASL_*.")
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (from a Secret).")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers (SSL/SASL_SSL).")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client key for mutual TLS.")
+    kafka_enable_idempotence: bool = Field(
+        False, description="Idempotent producer. Off by default: the embedded tansu broker rejects it; "
+                           "turn on for Apache Kafka.")
+    kafka_session_timeout_s: float = Field(
+        6.0, description="Consumer-group session timeout. tansu delays a first join by half of it.")
+    consumer_group: str = Field("artroute-router", description="Consumer group (the faust app id).")
+    intake_topic: str = Field("artroute.intake", description="Topic the store's bucket events arrive on.")
+    decisions_topic: str = Field("artroute.decisions", description="Routing decisions, keyed by object key.")
+    review_topic: str = Field("artroute.review", description="Decisions that need a curator's review.")
+    deadletter_topic: str = Field("artroute.deadletter", description="Events that could not be decided.")
+    topic_partitions: int = Field(4, ge=1, description="Partitions for topics the app creates; bounds "
+                                                        "how many workers share the intake.")
+
+    # --- S3 store ------------------------------------------------------------------------------------
+    s3_endpoint: str = Field("127.0.0.1:9000", description="S3 endpoint host:port (MinIO, AWS, SeaweedFS).")
+    s3_access_key: str = Field("artroute", description="S3 access key.")
+    s3_secret_key: SecretStr = Field(SecretStr("artroute-secret"), description="S3 secret key.")
+    s3_secure: bool = Field(False, description="Use HTTPS for S3.")
+    s3_region: str | None = Field(None, description="S3 region, if the store needs one.")
+    bucket: str = Field("artworks", description="Default bucket for uploads, replay and the demo.")
+
+    # --- Triton --------------------------------------------------------------------------------------
+    triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC endpoint host:port.")
+    model_name: str = Field("artroute", description="Model to ask Triton for.")
+    model_version: str = Field("", description="Model version; empty means the newest ready version.")
+    triton_timeout_s: float = Field(30.0, description="Per-request Triton timeout.")
+    triton_retry_max_s: float = Field(60.0, description="Max backoff between retries while Triton is down.")
+
+    # --- Pipeline ------------------------------------------------------------------------------------
+    max_batch: int = Field(16, ge=1, description="Images per Triton request (stream.take max).")
+    batch_window_s: float = Field(0.05, gt=0, description="How long to wait to fill a batch.")
+    fetch_concurrency: int = Field(16, ge=1, description="Concurrent object downloads per worker.")
+    max_object_bytes: int = Field(50 * 2**20, ge=1, description="Objects larger than this are dead-lettered.")
+    max_image_pixels: int = Field(120_000_000, ge=1, description="Decompression-bomb guard (pixels).")
+    review_min_confidence: float = Field(0.6, ge=0, le=1, description="Below this top-1 score: review.")
+    review_min_margin: float = Field(0.15, ge=0, le=1, description="Below this top-1 minus top-2: review.")
+    metrics_port: int = Field(0, ge=0, description="Prometheus metrics port; 0 disables the endpoint.")
+    log_level: str = Field("INFO", description="Log level.")
+    log_json: bool = Field(True, description="Structured JSON logs (one object per line).")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource):
+        stack = JsonConfigSettingsSource(settings_cls, json_file=endpoints_file())
+        return init_settings, env_settings, stack, file_secret_settings
+
+    def kafka_client_kwargs(self) -> dict:
+        """aiokafka connection keyword arguments for these settings (SASL/TLS wired through)."""
+        import ssl
+
+        kw: dict = {"bootstrap_servers": self.kafka_brokers.split(","),
+                    "security_protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            ctx = ssl.create_default_context(cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None)
+            if self.kafka_ssl_certfile:
+                ctx.load_cert_chain(str(self.kafka_ssl_certfile),
+                                    str(self.kafka_ssl_keyfile) if self.kafka_ssl_keyfile else None)
+            kw["ssl_context"] = ctx
+        if self.kafka_security_protocol.startswith("SASL"):
+            if not (self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password):
+                raise ValueError("ARTROUTE_KAFKA_SASL_MECHANISM, _USERNAME and _PASSWORD are required "
+                                 f"with ARTROUTE_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}")
+            kw.update(sasl_mechanism=self.kafka_sasl_mechanism, sasl_plain_username=self.kafka_sasl_username,
+                      sasl_plain_password=self.kafka_sasl_password.get_secret_value())
+        return kw
