@@ -1,0 +1,20 @@
+"""python -m trainer: build corpora, train, evaluate, export and report artroute's department models."""
+import sys
+
+from streams.cli import dispatch
+
+COMMANDS = {
+    "corpus met": ("trainer.corpus.met_cli", "harvest a department-labelled corpus from the MET Collection API"),
+    "corpus folder": ("trainer.corpus.folder", "make a corpus from a folder with one sub-folder per label"),
+    "corpus csv": ("trainer.corpus.csvfile", "make a corpus from a CSV of image path/URL, label, split"),
+    "fake-met-api": ("trainer.metapi.fake_cli", "serve an offline fake of the MET Collection API"),
+    "train": ("trainer.train", "train a department classifier from a corpus manifest (torchrun for DDP)"),
+    "evaluate": ("trainer.evaluate", "evaluate a run: accuracy, macro-F1, confusion, calibration (ECE)"),
+    "export": ("trainer.export", "export a run as a new version into the Triton model repository"),
+    "report": ("trainer.report", "write the HTML report and slide deck of a run"),
+    "bench harvest": ("trainer.corpus.bench", "harvest throughput against the fake MET API (JSON)"),
+    "bench train": ("trainer.bench_train", "training images/s vs a reference loop, data loading images/s"),
+}
+
+if __name__ == "__main__":
+    sys.exit(dispatch("python -m trainer", __doc__, COMMANDS))
