@@ -20,3 +20,6 @@ def shared_dir() -> Path:
     if not (SHARED_DIR / "data").is_dir():
         pytest.skip("../shared is not beside this checkout")
     return SHARED_DIR
+
+
+from tests.stack_fixtures import served_model_repository, stack, stack_settings  # noqa: E402,F401
