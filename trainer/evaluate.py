@@ -1,0 +1,115 @@
+"""Evaluate a run on a split: top-1/top-3, macro-F1, per-class precision/recall, confusion, calibration.
+
+The temperature is (re)fitted on the val split and stored in RUN/calibration.json (export bakes it into the
+served model); the split's expected calibration error is reported before and after it. Writes
+RUN/eval_<split>.json with the metrics and every sample's prediction (path, label, calibrated probs), so a
+report can show the best and worst examples. `--group-by met-6` adds the same metrics for a coarser
+taxonomy, summing the fine classes' probabilities per group.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from trainer import distributed as D
+from trainer.calibration import ece, fit_temperature, nll, softmax
+from trainer.data import DataError, ImageDataset, load_corpus, load_split
+from trainer.metrics import group_probs, summarize
+from trainer.models import ModelError
+from trainer.run import Calibration, RunError, RunInfo, load_model, write_json
+from trainer.taxonomy import Taxonomy, TaxonomyClass, TaxonomyError, load_taxonomy
+from trainer.train import predict
+
+
+def run_taxonomy(info: RunInfo) -> Taxonomy:
+    """The taxonomy exactly as the run trained it (from run.json, not from today's YAML)."""
+    return Taxonomy(name=info.taxonomy, classes=[TaxonomyClass(name=c, labels=info.class_labels[c])
+                                                 for c in info.classes])
+
+
+def grouping(info: RunInfo, group_by: str) -> tuple[Taxonomy, list[int]]:
+    """The group taxonomy and, for each of the run's classes, its group index."""
+    groups = load_taxonomy(group_by)
+    index = groups.label_to_index()
+    missing = [c for c in info.classes if c not in index]
+    if missing:
+        raise TaxonomyError(f"--group-by {group_by}: class {missing[0]!r} of the run is in no group")
+    return groups, [index[c] for c in info.classes]
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", group_by: str | None = None, corpus: str | None = None,
+                 batch_size: int = 64, workers: int = 2, device: str = "cpu") -> dict:
+    """Evaluate, refit and store the temperature, write RUN/eval_<split>.json; returns its content."""
+    run_dir = Path(run_dir)
+    info, model = load_model(run_dir)
+    d = D.setup(device)
+    model.to(d.device)
+    rows, base = load_corpus(corpus or info.manifest)
+    tax = run_taxonomy(info)
+    size = (info.image_size, info.image_size)
+
+    def logits_of(name: str) -> tuple[np.ndarray, np.ndarray, list]:
+        samples = load_split(rows, base, tax, name)
+        if not samples:
+            raise DataError(f"{info.manifest}: no {name} images with a label in taxonomy {tax.name}")
+        from torch.utils.data import DataLoader
+
+        dl = DataLoader(ImageDataset(samples, size, train=False), batch_size=batch_size, num_workers=workers)
+        return predict(model, dl, d), np.array([s.target for s in samples]), samples
+
+    val_logits, val_targets, _ = logits_of("val")
+    t = fit_temperature(val_logits, val_targets)
+    cal = Calibration(temperature=t, val_ece_before=ece(softmax(val_logits), val_targets),
+                      val_ece_after=ece(softmax(val_logits, t), val_targets),
+                      val_nll_before=nll(val_logits, val_targets), val_nll_after=nll(val_logits, val_targets, t))
+    write_json(run_dir / "calibration.json", cal)
+    logits, targets, samples = (val_logits, val_targets, _) if split == "val" else logits_of(split)
+    probs = softmax(logits, t)
+    result = {"run": info.name, "split": split, "classes": info.classes, "taxonomy": info.taxonomy,
+              "temperature": t, "metrics": summarize(probs, targets, info.classes)}
+    result["metrics"]["ece_uncalibrated"] = ece(softmax(logits), targets)
+    result["metrics"]["nll_uncalibrated"] = nll(logits, targets)
+    result["metrics"]["nll"] = nll(logits, targets, t)
+    if group_by:
+        groups, of = grouping(info, group_by)
+        g_probs = group_probs(probs, of, len(groups.classes))
+        result["grouped"] = {"taxonomy": groups.name, "classes": groups.class_names,
+                             "metrics": summarize(g_probs, np.array(of)[targets], groups.class_names)}
+    result["predictions"] = [
+        {"path": str(s.path), "label": s.label, "target": info.classes[s.target],
+         "pred": info.classes[int(p.argmax())], "confidence": float(p.max()), "probs": [round(float(x), 6) for x in p]}
+        for s, p in zip(samples, probs)]
+    write_json(run_dir / f"eval_{split}.json", result)
+    return result
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="run directory written by `python -m trainer train`")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to evaluate (default: test)")
+    p.add_argument("--group-by", metavar="TAXONOMY",
+                   help="also report metrics in a coarser taxonomy (e.g. met-6 for a met-19 run) (default: none)")
+    p.add_argument("--corpus", help="corpus dir/manifest if it moved since training (default: the run's manifest)")
+    p.add_argument("--batch-size", type=int, default=64, help="evaluation batch size (default: 64)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default: 2)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        r = evaluate_run(args.run, args.split, args.group_by, args.corpus, args.batch_size, args.workers, args.device)
+    except (DataError, ModelError, RunError, TaxonomyError, FileNotFoundError) as e:
+        print(f"trainer evaluate: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    m = r["metrics"]
+    print(f"{r['run']} {r['split']} n={m['n']}: top1={m['top1']:.4f} top3={m['top3']:.4f} macro_f1={m['macro_f1']:.4f} "
+          f"ece {m['ece_uncalibrated']:.4f} -> {m['ece']:.4f} (T={r['temperature']:.3f})")
+    for name, pc in m["per_class"].items():
+        print(f"  {name:40s} P={pc['precision']:.3f} R={pc['recall']:.3f} F1={pc['f1']:.3f} n={pc['support']}")
+    if "grouped" in r:
+        g = r["grouped"]["metrics"]
+        print(f"grouped by {r['grouped']['taxonomy']}: top1={g['top1']:.4f} macro_f1={g['macro_f1']:.4f}")
+    print(f"wrote {Path(args.run) / ('eval_' + args.split + '.json')}")
+    return 0
