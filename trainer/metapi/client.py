@@ -33,7 +33,7 @@ class ClientConfig(BaseModel):
     base_url: str = Field(DEFAULT_BASE_URL, description="API root, up to and including /v1.")
     rps: int = Field(MAX_RPS, ge=1, le=MAX_RPS, description="API requests per second, at most 80.")
     image_rps: int = Field(MAX_RPS, ge=1, le=MAX_RPS, description="Image downloads per second.")
-    margin_s: float = Field(0.025, ge=0, description="Extra seconds per rate window against jitter.")
+    margin_s: float = Field(0.04, ge=0, description="Extra seconds per rate window against jitter.")
     timeout_s: float = Field(30.0, gt=0, description="Total timeout of one HTTP attempt.")
     retries: int = Field(6, ge=0, description="Retries after the first attempt.")
     backoff_s: float = Field(0.5, gt=0, description="First backoff; doubles per retry, full jitter.")

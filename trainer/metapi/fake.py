@@ -70,24 +70,31 @@ def _frac(key: str, seed: int) -> float:
     return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big") / 2**64
 
 
-@lru_cache(maxsize=4096)
-def pattern_jpeg(object_id: int, dept: int, long_side: int) -> bytes:
-    """A JPEG whose hue and stripe angle/frequency depend on the department, phase and aspect on the id."""
-    rng = np.random.default_rng(object_id)
-    aspect = 0.6 + 0.8 * _frac(f"aspect:{object_id}", 0)
-    w, h = (long_side, max(16, round(long_side / aspect))) if aspect >= 1 else \
-        (max(16, round(long_side * aspect)), long_side)
-    w, h = min(w, long_side), min(h, long_side)
+@lru_cache(maxsize=64)
+def department_pattern(dept: int, long_side: int) -> Image.Image:
+    """A department's texture, twice the long side: hue and stripe angle/frequency depend on the department."""
     k = sorted(DEPARTMENT_LABELS).index(dept) if dept in DEPARTMENT_LABELS else 0
+    side = 2 * long_side
     angle = np.pi * k / len(DEPARTMENT_LABELS)
     freq = 2 * np.pi * (3 + k % 5) / long_side
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    wave = np.sin(freq * (xx * np.cos(angle) + yy * np.sin(angle)) + rng.uniform(0, 2 * np.pi))
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
+    wave = np.sin(freq * (xx * np.cos(angle) + yy * np.sin(angle)))
     hue = np.array([np.sin(k * 0.9), np.sin(k * 0.9 + 2.1), np.sin(k * 0.9 + 4.2)]) * 0.5 + 0.5
     img = 255 * (0.55 * hue + 0.35 * hue[::-1] * wave[..., None] ** 2)
-    img += rng.normal(0, 8, img.shape)
+    img += np.random.default_rng(dept).normal(0, 8, img.shape)
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
+
+
+@lru_cache(maxsize=2048)
+def pattern_jpeg(object_id: int, dept: int, long_side: int) -> bytes:
+    """An object's JPEG: a crop of its department's texture at an id-dependent offset and aspect."""
+    aspect = 0.6 + 0.8 * _frac(f"aspect:{object_id}", 0)
+    w, h = (long_side, round(long_side / aspect)) if aspect >= 1 else (round(long_side * aspect), long_side)
+    w, h = max(16, min(w, long_side)), max(16, min(h, long_side))
+    x = int(_frac(f"x:{object_id}", 0) * (2 * long_side - w))
+    y = int(_frac(f"y:{object_id}", 0) * (2 * long_side - h))
     buf = io.BytesIO()
-    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB").save(buf, "JPEG", quality=85)
+    department_pattern(dept, long_side).crop((x, y, x + w, y + h)).save(buf, "JPEG", quality=85)
     return buf.getvalue()
 
 
@@ -251,10 +258,10 @@ class FakeMetApi:
         if not rec["primaryImage"] or self.image_missing(oid):
             return web.Response(status=404, text="not found")
         if oid in self.images:
-            body = self.images[oid].read_bytes()
+            body = await asyncio.to_thread(self.images[oid].read_bytes)
         else:
             side = self.image_long_side * (2 if kind == "original" else 1)
-            body = pattern_jpeg(oid, department_id(rec["department"]) or 0, side)
+            body = await asyncio.to_thread(pattern_jpeg, oid, department_id(rec["department"]) or 0, side)
         return web.Response(body=body, content_type="image/jpeg")
 
     # --- admin ---------------------------------------------------------------------------------------
