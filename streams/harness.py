@@ -1,0 +1,148 @@
+"""Driving the pipeline from outside, as a museum's systems would: upload objects, run workers, and
+collect the outcomes from Kafka. Used by `demo`, `bench` and the tests, so all three measure the same way.
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer
+
+from streams.settings import Settings, endpoints_file
+from streams.store import make_client
+
+
+@dataclass
+class Upload:
+    key: str
+    data: bytes
+    content_type: str = "image/jpeg"
+    uploaded_at: float = 0.0  # epoch seconds when the store confirmed the PUT
+    etag: str = ""
+
+
+def upload_all(settings: Settings, uploads: list[Upload], bucket: str | None = None, threads: int = 8,
+               rate: float = 0.0) -> list[Upload]:
+    """PUT every object (optionally throttled to `rate` per second); records each upload's time and etag."""
+    client = make_client(settings, pool_size=threads)
+    bucket = bucket or settings.bucket
+    start = time.monotonic()
+
+    def put(i_u: tuple[int, Upload]) -> Upload:
+        i, u = i_u
+        if rate > 0:
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        r = client.put_object(bucket, u.key, io.BytesIO(u.data), len(u.data), content_type=u.content_type)
+        u.uploaded_at, u.etag = time.time(), (r.etag or "").strip('"')
+        return u
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(put, enumerate(uploads)))
+
+
+@dataclass
+class Outcomes:
+    decisions: dict[str, list[dict]] = field(default_factory=dict)     # key -> decisions (dupes kept)
+    review: dict[str, list[dict]] = field(default_factory=dict)
+    dead_letters: dict[str, list[dict]] = field(default_factory=dict)
+    received_at: dict[str, float] = field(default_factory=dict)         # key -> first outcome's broker time
+
+    def settled(self, key: str) -> bool:
+        return key in self.decisions or key in self.dead_letters
+
+
+def _outcome_key(topic_doc: dict) -> str | None:
+    return topic_doc.get("key") or (topic_doc.get("event") or {}).get("key")
+
+
+async def collect_outcomes(settings: Settings, keys: Iterable[str], timeout: float = 120.0,
+                           linger: float = 1.0) -> Outcomes:
+    """Read the decision, review and dead-letter topics from the beginning until every key has an outcome
+    (or timeout), then `linger` seconds more to catch duplicates. Only the given keys are kept."""
+    wanted = set(keys)
+    topics = {settings.decisions_topic: "decisions", settings.review_topic: "review",
+              settings.deadletter_topic: "dead_letters"}
+    out = Outcomes()
+    consumer = AIOKafkaConsumer(*topics, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
+                                **settings.kafka_client_kwargs())
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout
+        done_at = None
+        while time.monotonic() < deadline and (done_at is None or time.monotonic() < done_at + linger):
+            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for tp, msgs in batch.items():
+                for m in msgs:
+                    try:
+                        doc = json.loads(m.value)
+                    except ValueError:
+                        continue
+                    key = _outcome_key(doc)
+                    if key not in wanted:
+                        continue
+                    getattr(out, topics[tp.topic]).setdefault(key, []).append(doc)
+                    if topics[tp.topic] != "review":
+                        out.received_at.setdefault(key, m.timestamp / 1000.0)
+            if done_at is None and all(out.settled(k) for k in wanted):
+                done_at = time.monotonic()
+    finally:
+        await consumer.stop()
+    return out
+
+
+class WorkerProcess:
+    """`python -m streams worker` as a subprocess, pointed at the stack's endpoints file."""
+
+    def __init__(self, env: dict[str, str] | None = None, log_path: Path | None = None):
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        self.env.setdefault("ARTROUTE_STACK_FILE", str(endpoints_file()))
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "WorkerProcess":
+        out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=self.env, stdout=out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, no final commit (what a crash looks like)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode if self.proc else None
+
+    def __enter__(self) -> "WorkerProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False

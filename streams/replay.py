@@ -1,0 +1,159 @@
+"""Back-catalog replay: publish an intake event (MinIO JSON) for every image in a bucket.
+
+Lists the bucket (optionally under a prefix) in key order and publishes one `s3:ObjectCreated:Put` event
+per image object to the intake topic, throttled to --rate events/s, exactly as the store would have.
+Resumable: the last key whose event the broker acknowledged is checkpointed in a state file, and a rerun
+continues after it (--restart starts over). --missing-only first reads the decision and dead-letter topics
+and replays only objects (bucket, key, etag) that have no outcome yet: reconciliation for events a store
+failed to deliver. Duplicates are harmless: a decision's id is deterministic.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer
+from pydantic import BaseModel
+from tqdm import tqdm
+
+from streams.events import classify_object, to_s3_event_json
+from streams.publisher import Publisher
+from streams.settings import DEFAULT_STATE_DIR, Settings
+from streams.store import make_client
+
+
+class ReplaySummary(BaseModel):
+    bucket: str
+    prefix: str
+    listed: int = 0
+    published: int = 0
+    skipped_not_image: int = 0
+    skipped_decided: int = 0
+    resumed_after: str | None = None
+    seconds: float = 0.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bucket", help="bucket to replay (default: ARTROUTE_BUCKET)")
+    p.add_argument("--prefix", default="", help="only keys under this prefix")
+    p.add_argument("--rate", type=float, default=50.0, help="events per second at most (default 50; 0 = no limit)")
+    p.add_argument("--missing-only", action="store_true",
+                   help="replay only objects with no decision and no dead letter yet")
+    p.add_argument("--state", type=Path, help="checkpoint file (default .artroute/replay/<bucket>-<prefix>.json)")
+    p.add_argument("--restart", action="store_true", help="ignore the checkpoint and start from the first key")
+    p.add_argument("--scan-idle-s", type=float, default=3.0,
+                   help="--missing-only: stop reading outcome topics after this many idle seconds (default 3)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def state_path(bucket: str, prefix: str) -> Path:
+    tag = hashlib.sha256(prefix.encode()).hexdigest()[:10]
+    return DEFAULT_STATE_DIR / "replay" / f"{bucket}-{tag}.json"
+
+
+async def decided_objects(settings: Settings, idle_s: float = 3.0) -> set[tuple[str, str, str]]:
+    """(bucket, key, etag) of every object with a decision or a dead letter on Kafka.
+
+    Reads both topics from the beginning until they stay idle for idle_s (end offsets are not used: the
+    embedded broker reports them wrongly).
+    """
+    consumer = AIOKafkaConsumer(settings.decisions_topic, settings.deadletter_topic, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                **settings.kafka_client_kwargs())
+    seen: set[tuple[str, str, str]] = set()
+    await consumer.start()
+    try:
+        idle_since = time.monotonic()
+        while time.monotonic() - idle_since < idle_s:
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for msgs in batch.values():
+                for m in msgs:
+                    idle_since = time.monotonic()
+                    try:
+                        doc = json.loads(m.value)
+                    except ValueError:
+                        continue
+                    ev = doc.get("event") or doc
+                    if ev.get("bucket") and ev.get("key"):
+                        seen.add((ev["bucket"], ev["key"], str(ev.get("etag") or "")))
+    finally:
+        await consumer.stop()
+    return seen
+
+
+async def replay(settings: Settings, bucket: str, prefix: str = "", rate: float = 50.0, missing_only: bool = False,
+                 state: Path | None = None, restart: bool = False, progress: bool = True,
+                 scan_idle_s: float = 3.0) -> ReplaySummary:
+    state = state or state_path(bucket, prefix)
+    summary = ReplaySummary(bucket=bucket, prefix=prefix)
+    start_after = None
+    if state.is_file() and not restart:
+        start_after = json.loads(state.read_text()).get("last_key")
+        summary.resumed_after = start_after
+    decided = await decided_objects(settings, scan_idle_s) if missing_only else set()
+    client = make_client(settings)
+    t0 = time.monotonic()
+    interval = 1.0 / rate if rate > 0 else 0.0
+    next_at = time.monotonic()
+    bar = tqdm(desc=f"replay s3://{bucket}/{prefix}", unit="obj", disable=not progress, file=sys.stderr)
+    async with Publisher(settings) as publisher:
+        objects = client.list_objects(bucket, prefix=prefix or None, recursive=True, start_after=start_after)
+        pending: list = []
+        last_key = start_after
+        for obj in objects:
+            summary.listed += 1
+            bar.update(1)
+            key, etag = obj.object_name, (obj.etag or "").strip('"')
+            if classify_object(bucket, key, None) is not None:
+                summary.skipped_not_image += 1
+                continue
+            if (bucket, key, etag) in decided:
+                summary.skipped_decided += 1
+                continue
+            if interval:
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                next_at = max(next_at + interval, time.monotonic() - 1.0)
+            value = to_s3_event_json(bucket, key, obj.size or 0, etag, version_id=obj.version_id,
+                                     event_time=obj.last_modified)
+            pending.append(await publisher.producer.send(settings.intake_topic, value=value, key=key.encode()))
+            summary.published += 1
+            last_key = key
+            if len(pending) >= 100:
+                await _checkpoint(pending, state, last_key)
+        await _checkpoint(pending, state, last_key)
+    bar.close()
+    summary.seconds = round(time.monotonic() - t0, 3)
+    return summary
+
+
+async def _checkpoint(pending: list, state: Path, last_key: str | None) -> None:
+    """Wait for the broker's acks, then record the last key: a rerun never skips an unpublished object."""
+    if pending:
+        await asyncio.gather(*pending)
+        pending.clear()
+    if last_key is not None:
+        state.parent.mkdir(parents=True, exist_ok=True)
+        state.write_text(json.dumps({"last_key": last_key, "at": time.time()}))
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = Settings()
+    bucket = args.bucket or settings.bucket
+    if args.rate < 0:
+        print("replay: error: --rate must be >= 0", file=sys.stderr)
+        return 2
+    try:
+        summary = asyncio.run(replay(settings, bucket, args.prefix, args.rate, args.missing_only, args.state,
+                                     args.restart, not args.no_progress, args.scan_idle_s))
+    except Exception as e:  # noqa: BLE001 - one line for the operator, not a traceback
+        print(f"replay: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print(summary.model_dump_json(indent=2))
+    return 0
