@@ -1,0 +1,165 @@
+"""Benchmark the whole pipeline against the model alone, in one run.
+
+1. Starts the embedded stack with the served model, uploads N images (~800 px JPEGs, like the MET's
+   web-large renditions) while no worker runs, then starts one worker and measures how fast it drains
+   the backlog: pipeline images/s at saturation, and the mean Triton batch (from the worker's metrics).
+2. With the worker idle, uploads M more at half that rate: upload->decision latency p50/p99.
+3. Stops the stack and runs the same TorchScript model in-process at the same batch size and thread
+   count: raw model images/s. Writes JSON with the ratio pipeline/raw (target >= 0.85) and
+   mean batch / max batch (target >= 0.9 at saturation).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import re
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+
+from streams.harness import Upload, WorkerProcess, collect_outcomes, upload_all, wait_for
+from streams.settings import Settings
+from streams.stack.processes import free_port
+from streams.stack.servers import check_model_repository
+from streams.stack.stack import Stack, StackConfig
+
+
+class BenchResult(BaseModel):
+    images: int
+    max_batch: int
+    threads: int
+    model: str
+    model_version: str
+    input_shape: list[int]
+    pipeline_images_per_s: float
+    raw_model_images_per_s: float
+    ratio: float
+    mean_batch: float
+    batch_fill: float
+    latency_images: int
+    latency_p50_s: float
+    latency_p99_s: float
+    lost: int
+    targets: dict[str, bool]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", type=int, default=256, help="backlog size for the saturation phase (default 256)")
+    p.add_argument("--latency-images", type=int, default=64, help="uploads for the latency phase (default 64)")
+    p.add_argument("--max-batch", type=int, default=16, help="ARTROUTE_MAX_BATCH for the worker and the raw run")
+    p.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    p.add_argument("--out", type=Path, default=Path("runs/bench/streams.json"), help="JSON result file")
+    p.add_argument("--run-dir", type=Path, default=Path("runs/bench/stack"))
+
+
+def make_images(n: int, seed: int = 0, size=(800, 600)) -> list[bytes]:
+    from trainer.synthetic import draw
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        buf = io.BytesIO()
+        draw(i % 6, rng, size).save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def scrape_batches(metrics_url: str) -> tuple[float, float]:
+    """(sum, count) of the worker's artroute_batch_images histogram."""
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()  # noqa: S310 - loopback
+    total = float(re.search(r"^artroute_batch_images_sum (\S+)$", text, re.M).group(1))
+    count = float(re.search(r"^artroute_batch_images_count (\S+)$", text, re.M).group(1))
+    return total, count
+
+
+def raw_model_rate(model_pt: Path, shape: tuple[int, int, int], batch: int, images: int) -> tuple[float, int]:
+    import torch
+
+    model = torch.jit.load(str(model_pt), map_location="cpu").eval()
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (batch, *shape), dtype=np.uint8))
+    with torch.inference_mode():
+        for _ in range(3):
+            model(x)
+        n, t0 = 0, time.perf_counter()
+        while n < images:
+            model(x)
+            n += batch
+        return n / (time.perf_counter() - t0), torch.get_num_threads()
+
+
+def percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return round(s[min(len(s) - 1, int(round(q * (len(s) - 1))))], 4)
+
+
+async def _drain_rate(settings: Settings, keys: list[str], timeout: float) -> tuple[float, int]:
+    out = await collect_outcomes(settings, keys, timeout=timeout, linger=0.5)
+    times = sorted(out.received_at[k] for k in keys if k in out.received_at)
+    lost = sum(1 for k in keys if not out.settled(k))
+    return (len(times) - 1) / max(times[-1] - times[0], 1e-6), lost
+
+
+def main(args: argparse.Namespace) -> int:
+    models = check_model_repository(args.model_repository)
+    run_dir = args.run_dir.resolve()
+    stack = Stack(StackConfig(run_dir=run_dir, model_repository=args.model_repository), Settings())
+    metrics_port = free_port()
+    try:
+        stack.start()
+        endpoints = stack.write_endpoints(run_dir / "endpoints.json")
+        settings = stack.settings_for_clients()
+        from streams.inference import TritonModel
+
+        async def info():
+            m = TritonModel(settings.triton_url, models[0])
+            try:
+                return await m.load_info()
+            finally:
+                await m.close()
+        model_info = asyncio.run(info())
+        backlog = [Upload(f"bench/backlog/{i:05d}.jpg", d) for i, d in enumerate(make_images(args.images))]
+        print(f"uploading a backlog of {len(backlog)} images ...", flush=True)
+        upload_all(settings, backlog)
+        env = {"ARTROUTE_STACK_FILE": str(endpoints), "ARTROUTE_MAX_BATCH": str(args.max_batch),
+               "ARTROUTE_BATCH_WINDOW_S": "0.05", "ARTROUTE_KAFKA_SESSION_TIMEOUT_S": "4",
+               "ARTROUTE_METRICS_PORT": str(metrics_port), "ARTROUTE_MODEL_NAME": models[0]}
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with WorkerProcess(env, log_path=run_dir / "logs" / "bench-worker.log"):
+            print("worker draining the backlog ...", flush=True)
+            rate, lost = asyncio.run(_drain_rate(settings, [u.key for u in backlog], timeout=1800))
+            wait_for(lambda: _ok(metrics_url), 30)
+            total, count = scrape_batches(metrics_url)
+            mean_batch = total / max(count, 1)
+            print(f"pipeline {rate:.1f} images/s, mean batch {mean_batch:.1f}; measuring latency ...", flush=True)
+            probe = [Upload(f"bench/latency/{i:05d}.jpg", d) for i, d in enumerate(make_images(args.latency_images, 1))]
+            upload_all(settings, probe, rate=max(1.0, rate / 2), threads=2)
+            out = asyncio.run(collect_outcomes(settings, [u.key for u in probe], timeout=600, linger=0.5))
+            latencies = [out.received_at[u.key] - u.uploaded_at for u in probe if u.key in out.received_at]
+            lost += sum(1 for u in probe if not out.settled(u.key))
+    finally:
+        stack.stop()
+    version = max(model_info.versions, key=int)
+    raw, threads = raw_model_rate(args.model_repository / models[0] / version / "model.pt", model_info.input_shape,
+                                  args.max_batch, max(args.images, 64))
+    result = BenchResult(
+        images=args.images, max_batch=args.max_batch, threads=threads, model=models[0], model_version=version,
+        input_shape=list(model_info.input_shape), pipeline_images_per_s=round(rate, 2),
+        raw_model_images_per_s=round(raw, 2), ratio=round(rate / raw, 3), mean_batch=round(mean_batch, 2),
+        batch_fill=round(mean_batch / args.max_batch, 3), latency_images=len(latencies),
+        latency_p50_s=percentile(latencies, 0.5), latency_p99_s=percentile(latencies, 0.99), lost=lost,
+        targets={"ratio>=0.85": rate / raw >= 0.85, "batch_fill>=0.9": mean_batch / args.max_batch >= 0.9})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(result.model_dump_json(indent=2))
+    print(result.model_dump_json(indent=2))
+    return 0
+
+
+def _ok(url: str) -> bool:
+    try:
+        return urllib.request.urlopen(url, timeout=2).status == 200  # noqa: S310
+    except OSError:
+        return False
