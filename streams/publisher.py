@@ -19,15 +19,20 @@ Record = tuple[str, bytes | None, bytes]  # (topic, key, value)
 
 class Publisher:
     def __init__(self, settings: Settings, linger_ms: int = 5):
-        self.producer = AIOKafkaProducer(
-            **settings.kafka_client_kwargs(), acks="all", enable_idempotence=settings.kafka_enable_idempotence,
-            linger_ms=linger_ms, max_request_size=8 * 2**20, request_timeout_ms=30000)
+        self.settings, self.linger_ms = settings, linger_ms
+        self.producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
+        # Created here, not in __init__: aiokafka binds to the running event loop.
+        s = self.settings
+        self.producer = AIOKafkaProducer(
+            **s.kafka_client_kwargs(), acks="all", enable_idempotence=s.kafka_enable_idempotence,
+            linger_ms=self.linger_ms, max_request_size=8 * 2**20, request_timeout_ms=30000)
         await self.producer.start()
 
     async def stop(self) -> None:
-        await self.producer.stop()
+        if self.producer is not None:
+            await self.producer.stop()
 
     async def send_all(self, records: Iterable[Record]) -> None:
         """Send records and wait until the broker acknowledged all of them (raises on failure)."""

@@ -23,3 +23,4 @@ def shared_dir() -> Path:
 
 
 from tests.stack_fixtures import served_model_repository, stack, stack_settings  # noqa: E402,F401
+from tests.worker_fixtures import worker, worker_env  # noqa: E402,F401

@@ -33,7 +33,7 @@ def _tiff16() -> bytes:
     import numpy as np
     arr = (np.linspace(0, 65535, 64 * 48).reshape(48, 64)).astype("<u2")
     buf = io.BytesIO()
-    Image.fromarray(arr, mode="I;16").save(buf, "TIFF")
+    Image.fromarray(arr).save(buf, "TIFF")  # uint16 -> mode I;16
     return buf.getvalue()
 
 
@@ -97,7 +97,7 @@ async def test_bad_inputs_are_dead_lettered_while_good_images_in_the_batch_are_d
     assert kinds[p + "truncated.jpg"] in ("truncated", "corrupt")
     assert kinds[p + "text.jpg"] == kinds[p + "document.jpg"] == "not_image"
     for docs in out.dead_letters.values():
-        assert docs[0]["message"] and docs[0]["original"]
+        assert docs[0]["message"] and docs[0]["original_b64"]
     # The malformed events have no object key: find their dead letters by the original bytes.
     all_dead = await _dead_letters_with_kind(stack_settings, "bad_event", [b"bad-json", b"bad-record", b"garbage"])
     assert len(all_dead) >= 3

@@ -1,0 +1,162 @@
+"""The routing pipeline for one batch of intake messages, independent of faust (the app, replay tests
+and the benchmark all drive it).
+
+parse (one boundary for S3 JSON and SeaweedFS protobuf) -> fetch from S3 (concurrent, bounded) ->
+decode + letterbox (thread pool) -> one Triton request per `max_batch` images (retried while Triton is
+down) -> decisions / review / dead letters published, and awaited, before `handle` returns.
+Bad input never raises out of here: every event ends as a decision or a dead letter.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from streams import metrics
+from streams.decisions import DeadLetter, RoutingDecision, decide
+from streams.events import IntakeEvent, parse_intake
+from streams.imaging import ImageRejected, decode_image
+from streams.inference import ModelInfo, TritonModel
+from streams.publisher import Publisher, Record
+from streams.settings import Settings
+from streams.store import FetchError, ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Incoming:
+    """One Kafka message as the router sees it (faust events and plain records both map to this)."""
+    value: bytes
+    key: bytes | None = None
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+    @classmethod
+    def from_faust(cls, event) -> "Incoming":
+        m = event.message
+        return cls(value=m.value, key=m.key, topic=m.topic, partition=m.partition, offset=m.offset)
+
+
+@dataclass
+class BatchOutcome:
+    decisions: list[RoutingDecision] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    ignored: int = 0
+
+
+class Router:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.model = TritonModel(settings.triton_url, settings.model_name, settings.model_version,
+                                 settings.triton_timeout_s, settings.triton_retry_max_s)
+        self.store: ObjectStore | None = None
+        self.publisher = Publisher(settings)
+        self.decoder = ThreadPoolExecutor(max(1, min(4, settings.fetch_concurrency)), thread_name_prefix="decode")
+        self.info: ModelInfo | None = None
+        self.ready = asyncio.Event()
+        self.stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        self.store = ObjectStore(self.settings)
+        await self.publisher.start()
+        self.info = await self.model.wait_ready(self.stopping)
+        log.info("serving model %s (versions %s, input %s, %d labels)", self.info.name, self.info.versions,
+                 self.info.input_shape, len(self.info.labels))
+        self.ready.set()
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        await self.publisher.stop()
+        await self.model.close()
+        if self.store:
+            self.store.close()
+        self.decoder.shutdown(wait=False, cancel_futures=True)
+
+    async def handle(self, events) -> BatchOutcome:
+        """faust entry point: a list of faust events."""
+        return await self.process([Incoming.from_faust(e) for e in events])
+
+    async def process(self, messages: list[Incoming]) -> BatchOutcome:
+        await self.ready.wait()
+        out = BatchOutcome()
+        work: list[tuple[Incoming, IntakeEvent]] = []
+        for msg in messages:
+            result = parse_intake(msg.value, msg.key)
+            if result.malformed:
+                message = "; ".join(f"{r.reason}: {r.message}" for r in result.malformed)
+                out.dead_letters.append(self._dead_letter(msg, None, "bad_event", message, "parse"))
+                metrics.EVENTS.labels("malformed").inc()
+            out.ignored += len(result.ignored)
+            metrics.EVENTS.labels("ignored").inc(len(result.ignored))
+            work.extend((msg, ev) for ev in result.events)
+        metrics.EVENTS.labels("accepted").inc(len(work))
+
+        images = await asyncio.gather(*(self._load(ev) for _, ev in work))
+        good = [(msg, ev, img) for (msg, ev), img in zip(work, images) if isinstance(img, np.ndarray)]
+        for (msg, ev), img in zip(work, images):
+            if not isinstance(img, np.ndarray):
+                out.dead_letters.append(self._dead_letter(msg, ev, *img))
+
+        size = self.settings.max_batch
+        for start in range(0, len(good), size):
+            chunk = good[start:start + size]
+            probs, version = await self._infer(np.stack([img for _, _, img in chunk]))
+            now, s = datetime.now(timezone.utc), self.settings
+            for (msg, ev, _), p in zip(chunk, probs):
+                try:
+                    out.decisions.append(decide(ev, p, self.info.labels, self.info.name, version,
+                                                s.review_min_confidence, s.review_min_margin, now))
+                except ValueError as e:  # a model answer that is no probability vector
+                    out.dead_letters.append(self._dead_letter(msg, ev, "bad_model_output", str(e), "decide"))
+        await self._publish(out)
+        return out
+
+    async def _load(self, ev: IntakeEvent) -> np.ndarray | tuple[str, str, str]:
+        """Fetch and decode one object; (error kind, message, stage) instead of raising."""
+        stage = "fetch"
+        try:
+            data = await self.store.fetch(ev.bucket, ev.key, ev.version_id, ev.size)
+            stage = "decode"
+            return await asyncio.get_running_loop().run_in_executor(
+                self.decoder, decode_image, data, self.settings.max_image_pixels, self.info.image_size)
+        except (FetchError, ImageRejected) as e:
+            return e.kind, e.message, stage
+        except Exception as e:  # noqa: BLE001 - the worker never dies on bad input
+            log.exception("unexpected error loading s3://%s/%s", ev.bucket, ev.key)
+            return "internal", f"{type(e).__name__}: {e}", stage
+
+    async def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, str]:
+        t0 = time.perf_counter()
+        probs, version = await self.model.infer_with_retries(batch, self.stopping)
+        metrics.INFERENCE_SECONDS.observe(time.perf_counter() - t0)
+        metrics.BATCH_SIZE.observe(len(batch))
+        return probs, version
+
+    def _dead_letter(self, msg: Incoming, ev: IntakeEvent | None, kind: str, message: str, stage: str) -> DeadLetter:
+        return DeadLetter.from_message(msg.value, error_kind=kind, message=message, stage=stage,
+                                       failed_at=datetime.now(timezone.utc), key=msg.key, event=ev,
+                                       topic=msg.topic, partition=msg.partition, offset=msg.offset)
+
+    async def _publish(self, out: BatchOutcome) -> None:
+        s = self.settings
+        records: list[Record] = []
+        for d in out.decisions:
+            body = d.model_dump_json().encode()
+            records.append((s.decisions_topic, d.key.encode(), body))
+            metrics.DECISIONS.labels(d.department).inc()
+            if d.needs_review:
+                records.append((s.review_topic, d.key.encode(), body))
+                metrics.REVIEW.labels(d.review_reason or "").inc()
+            if d.event_time:
+                metrics.END_TO_END_SECONDS.observe(max(0.0, (d.decided_at - d.event_time).total_seconds()))
+        for dl in out.dead_letters:
+            records.append((s.deadletter_topic, (dl.key or "").encode() or None, dl.model_dump_json().encode()))
+            metrics.DEAD_LETTERS.labels(dl.error_kind).inc()
+        await self.publisher.send_all(records)
