@@ -103,7 +103,7 @@ async def test_kill_and_resume_gives_the_uninterrupted_manifest(fake_api, tmp_pa
 async def test_rate_limit_never_exceeded_during_a_harvest(fake_api, tmp_path):
     fake_api.faults = Faults(rate_limit=30, latency_ms=(5, 30))
     cfg = HarvestConfig(out=tmp_path / "c", departments=["6", "7", "13", "17"], per_department=15,
-                        progress=False, client=client_config(fake_api, rps=30))
+                        progress=False, client=client_config(fake_api, rps=30, margin_s=0.1))
     rows, _ = await harvest(cfg)
     assert len(rows) == 60
     st = fake_api.stats
