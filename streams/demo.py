@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from streams.harness import Outcomes, Upload, WorkerProcess, collect_outcomes, upload_all
+from streams.harness import Outcomes, Upload, WorkerProcess, collect_outcomes, upload_all, warm_up
 from streams.settings import Settings
 from streams.stack.processes import StackError
 from streams.stack.servers import check_model_repository
@@ -50,6 +50,7 @@ class DemoSummary(BaseModel):
     dead_letter_kinds: dict[str, int]
     model: dict
     corpus_source: str
+    worker_ready_s: float | None = None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -84,7 +85,7 @@ def build_corpus(out: Path, offline: bool) -> tuple[Path, str]:
     from trainer.metapi.fake import FakeMetApi
 
     corpus = out / "corpus"
-    cfg = HarvestConfig(out=corpus, departments=DEMO_DEPARTMENTS, per_department=60, seed=0, progress=True)
+    cfg = HarvestConfig(out=corpus, departments=DEMO_DEPARTMENTS, per_department=100, seed=0, progress=True)
     if not offline and met_api_reachable():
         print("MET Collection API reachable: harvesting real public-domain photos", flush=True)
         asyncio.run(harvest(cfg))
@@ -93,7 +94,7 @@ def build_corpus(out: Path, offline: bool) -> tuple[Path, str]:
          "MET API (same harvest code). Decisions below are about synthetic pictures, not real artworks.")
 
     async def run() -> None:
-        async with FakeMetApi() as fake:
+        async with FakeMetApi(min_per_department=150) as fake:
             await harvest(cfg.model_copy(update={"client": ClientConfig(base_url=fake.base_url)}))
     asyncio.run(run())
     return corpus, "fake-met-api (generated images)"
@@ -112,7 +113,7 @@ def ensure_model(repository: Path, out: Path, offline: bool) -> tuple[Path | Non
     corpus, source = build_corpus(out, offline)
     print(f"training a quick model on {corpus} ...", flush=True)
     t0 = time.monotonic()
-    version_dir = quick_train_and_export(corpus, repository, "artroute", arch="tiny", image_size=96, epochs=4,
+    version_dir = quick_train_and_export(corpus, repository, "artroute", arch="tiny", image_size=96, epochs=8,
                                          run_dir=out / "quick-run")
     print(f"exported {version_dir} in {time.monotonic() - t0:.0f}s", flush=True)
     return corpus, source
@@ -208,6 +209,8 @@ def main(args: argparse.Namespace) -> int:
         env = {"ARTROUTE_STACK_FILE": str(endpoints), "ARTROUTE_KAFKA_SESSION_TIMEOUT_S": "4",
                "ARTROUTE_LOG_JSON": "true"}
         with WorkerProcess(env, log_path=run_dir / "logs" / "worker.log"):
+            ready_s = warm_up(settings)
+            print(f"worker ready: first decision {ready_s:.1f}s after start", flush=True)
             uploads, truth = demo_uploads(corpus, args.images)
             print(f"uploading {len(uploads)} objects ({args.images} artworks, {len(uploads) - args.images} bad files) "
                   f"to s3://{settings.bucket}/incoming/ at {args.rate:g}/s ...", flush=True)
@@ -221,6 +224,7 @@ def main(args: argparse.Namespace) -> int:
         stack.stop()
     print_table(uploads, out, truth)
     summary = summarize(uploads, out, truth, args.images, source)
+    summary.worker_ready_s = round(ready_s, 2)
     (args.out / "summary.json").write_text(summary.model_dump_json(indent=2))
     print("\n" + summary.model_dump_json(indent=2))
     print(f"\nsummary written to {args.out / 'summary.json'}; worker log {run_dir / 'logs' / 'worker.log'}")

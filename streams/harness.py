@@ -146,3 +146,20 @@ def wait_for(predicate, timeout: float, interval: float = 0.5) -> bool:
             return True
         time.sleep(interval)
     return False
+
+
+def warm_up(settings: Settings, timeout: float = 120.0) -> float:
+    """Upload one probe image and wait for its decision: returns seconds until the worker answered
+    (group join, model info, first inference). Demo and bench time their uploads after this."""
+    import uuid
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (120, 90, 60)).save(buf, "JPEG")
+    t0 = time.monotonic()
+    [probe] = upload_all(settings, [Upload(f"artroute-warmup/{uuid.uuid4().hex}.jpg", buf.getvalue())])
+    out = asyncio.run(collect_outcomes(settings, [probe.key], timeout=timeout, linger=0))
+    if probe.key not in out.decisions:
+        raise RuntimeError(f"the worker did not decide a probe image within {timeout:.0f}s")
+    return time.monotonic() - t0

@@ -61,7 +61,11 @@ class KafkaServer:
 
 
 async def _kafka_metadata(bootstrap: str) -> bool:
+    import logging
+
     from aiokafka.admin import AIOKafkaAdminClient
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # "connection refused" is expected while it starts
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
     await admin.start()
@@ -127,7 +131,10 @@ class S3Server:
     def _bucket_ready(self) -> bool:
         from minio import Minio
 
-        client = Minio(self.endpoint, access_key=self.access_key, secret_key=self.secret_key, secure=False)
+        import urllib3
+
+        client = Minio(self.endpoint, access_key=self.access_key, secret_key=self.secret_key, secure=False,
+                       http_client=urllib3.PoolManager(retries=False, timeout=2.0))  # poll, don't retry
         return client.bucket_exists(self.bucket)
 
 
