@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     s3_secret_key: SecretStr = Field(SecretStr("artroute-secret"), description="S3 secret key.")
     s3_secure: bool = Field(False, description="Use HTTPS for S3.")
     s3_region: str | None = Field(None, description="S3 region, if the store needs one.")
+    s3_cafile: Path | None = Field(None, description="CA bundle to verify a store behind a private CA (HTTPS).")
     bucket: str = Field("artworks", description="Default bucket for uploads, replay and the demo.")
 
     # --- Triton --------------------------------------------------------------------------------------

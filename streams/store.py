@@ -26,8 +26,10 @@ class FetchError(Exception):
 
 
 def make_client(settings: Settings, pool_size: int | None = None) -> Minio:
+    tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": str(settings.s3_cafile)} if settings.s3_cafile else {}
     http = urllib3.PoolManager(maxsize=pool_size or settings.fetch_concurrency, timeout=urllib3.Timeout(30, 60),
-                               retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)))
+                               retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
+                               **tls)
     return Minio(settings.s3_endpoint, access_key=settings.s3_access_key,
                  secret_key=settings.s3_secret_key.get_secret_value(), secure=settings.s3_secure,
                  region=settings.s3_region, http_client=http)
