@@ -57,7 +57,9 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
                        key_serializer="raw", value_serializer="raw")
     health = HealthServer(settings.metrics_port) if settings.metrics_port else None
 
-    @app.agent(intake, name="route")
+    # concurrency > 1: several batches in flight (one decoding while another is on Triton). faust commits
+    # a partition's offset only up to its lowest un-acked event, so this keeps at-least-once.
+    @app.agent(intake, name="route", concurrency=settings.agent_concurrency)
     async def route(stream):
         async for events in stream.take_events(settings.max_batch, within=settings.batch_window_s):
             await router.handle(events)

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     # --- Pipeline ------------------------------------------------------------------------------------
     max_batch: int = Field(16, ge=1, description="Images per Triton request (stream.take max).")
     batch_window_s: float = Field(0.05, gt=0, description="How long to wait to fill a batch.")
+    agent_concurrency: int = Field(2, ge=1, description="Batches in flight per worker: one is fetched and decoded "
+                                                         "while another is on Triton.")
     fetch_concurrency: int = Field(16, ge=1, description="Concurrent object downloads per worker.")
     max_object_bytes: int = Field(50 * 2**20, ge=1, description="Objects larger than this are dead-lettered.")
     max_image_pixels: int = Field(120_000_000, ge=1, description="Decompression-bomb guard (pixels).")
