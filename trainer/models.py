@@ -161,5 +161,8 @@ def create_model(arch: str, num_classes: int, pretrained: bool = False,
         net, head = _timm(arch, num_classes, pretrained, weights)
     else:
         raise ModelError(f"unknown arch {arch!r}; choose from {', '.join(available())}")
+    if pretrained:  # a new head on pretrained features starts neutral (timm's fan-out init gives huge logits)
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
     mean, std = norm_of(arch, net)
     return Classifier(net, head, mean, std)

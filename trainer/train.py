@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -129,8 +130,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
     out = Path(cfg.out)
     if cfg.batch_size % d.world:
         raise DataError(f"--batch-size {cfg.batch_size} is global and must divide by the {d.world} processes")
-    if cfg.freeze_epochs >= cfg.epochs:
-        raise DataError(f"--freeze-epochs {cfg.freeze_epochs} must be below --epochs {cfg.epochs}")
+    if cfg.freeze_epochs > cfg.epochs:
+        raise DataError(f"--freeze-epochs {cfg.freeze_epochs} exceeds --epochs {cfg.epochs}")
     amp = d.device.type == "cuda"
     rows, base = load_corpus(cfg.corpus)
     tax = load_taxonomy(cfg.taxonomy, (r.label for r in rows)).without(cfg.drop)
@@ -254,7 +255,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for name, typ, text in [
         ("image_size", int, "square input size in pixels (letterboxed)"),
         ("epochs", int, "total epochs, frozen ones included"),
-        ("freeze_epochs", int, "first epochs train only the head (backbone frozen)"),
+        ("freeze_epochs", int, "first epochs train only the head (backbone frozen); = --epochs: a linear probe"),
         ("warmup_epochs", float, "linear LR warm-up at the start of each phase, in epochs"),
         ("batch_size", int, "global batch size, split evenly across DDP processes"),
         ("lr", float, "peak AdamW learning rate when the whole network trains"),
@@ -283,7 +284,11 @@ def main(args: argparse.Namespace) -> int:
             if not args.corpus:
                 raise DataError("--corpus is required (unless --resume)")
             fields = {k: getattr(args, k) for k in TrainConfig.model_fields}
-            cfg = TrainConfig.model_validate(fields)
+            try:
+                cfg = TrainConfig.model_validate(fields)
+            except ValidationError as e:
+                err = e.errors()[0]
+                raise DataError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
         train(cfg, resume=args.resume, stop_after=args.stop_after)
     except (DataError, ModelError, RunError, TaxonomyError, ValueError, FileNotFoundError) as e:
         print(f"trainer train: error: {str(e).splitlines()[0]}", file=sys.stderr)
