@@ -60,13 +60,13 @@ def evaluate_run(run_dir: str | Path, split: str = "test", group_by: str | None 
         dl = DataLoader(ImageDataset(samples, size, train=False), batch_size=batch_size, num_workers=workers)
         return predict(model, dl, d), np.array([s.target for s in samples]), samples
 
-    val_logits, val_targets, _ = logits_of("val")
+    val_logits, val_targets, val_samples = logits_of("val")
     t = fit_temperature(val_logits, val_targets)
     cal = Calibration(temperature=t, val_ece_before=ece(softmax(val_logits), val_targets),
                       val_ece_after=ece(softmax(val_logits, t), val_targets),
                       val_nll_before=nll(val_logits, val_targets), val_nll_after=nll(val_logits, val_targets, t))
     write_json(run_dir / "calibration.json", cal)
-    logits, targets, samples = (val_logits, val_targets, _) if split == "val" else logits_of(split)
+    logits, targets, samples = (val_logits, val_targets, val_samples) if split == "val" else logits_of(split)
     probs = softmax(logits, t)
     result = {"run": info.name, "split": split, "classes": info.classes, "taxonomy": info.taxonomy,
               "temperature": t, "metrics": summarize(probs, targets, info.classes)}

@@ -41,7 +41,7 @@ class TrainConfig(BaseModel):
     warmup_epochs: float = Field(1.0, ge=0)
     batch_size: int = Field(32, ge=1)          # global: divided across DDP processes
     lr: float = Field(5e-4, gt=0)
-    frozen_lr: float = Field(5e-3, gt=0)
+    frozen_lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     balance: Literal["loss", "none"] = "loss"
