@@ -17,9 +17,12 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from streams.imaging import to_model_input
+from streams.imaging import load_image, to_model_input, to_rgb
+from streams.settings import Settings
 from trainer.corpus.manifest import MANIFEST_NAME, ManifestRow, read_manifest, resolve_image
 from trainer.taxonomy import Taxonomy
+
+MAX_IMAGE_PIXELS = Settings.model_fields["max_image_pixels"].default
 
 
 class DataError(ValueError):
@@ -100,8 +103,10 @@ class ImageDataset(Dataset):
         return len(self.samples)
 
     def load(self, i: int) -> Image.Image:
-        with Image.open(self.samples[i].path) as im:
-            return im.convert("RGB")
+        # Exactly the worker's decode (EXIF orientation, JPEG draft mode, 16-bit scaling, alpha on white), so
+        # training and evaluation see what serving sees.
+        data = Path(self.samples[i].path).read_bytes()
+        return to_rgb(load_image(data, MAX_IMAGE_PIXELS, self.size))
 
     def __getitem__(self, i: int):
         img = self.load(i)

@@ -16,6 +16,7 @@ import numpy as np
 
 from trainer import distributed as D
 from trainer.calibration import ece, fit_temperature, nll, softmax
+from trainer.corpus.manifest import ManifestError
 from trainer.data import DataError, ImageDataset, load_corpus, load_split
 from trainer.metrics import group_probs, summarize
 from trainer.models import ModelError
@@ -100,7 +101,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     try:
         r = evaluate_run(args.run, args.split, args.group_by, args.corpus, args.batch_size, args.workers, args.device)
-    except (DataError, ModelError, RunError, TaxonomyError, FileNotFoundError) as e:
+    except (DataError, ModelError, RunError, TaxonomyError, ManifestError, FileNotFoundError) as e:
         print(f"trainer evaluate: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
     m = r["metrics"]
