@@ -4,8 +4,8 @@
    web-large renditions) while no worker runs, then starts one worker and measures how fast it drains
    the backlog: pipeline images/s at saturation, and the mean Triton batch (from the worker's metrics).
 2. With the worker idle, uploads M more at half that rate: upload->decision latency p50/p99.
-3. Stops the stack and runs the same TorchScript model in-process at the same batch size and thread
-   count: raw model images/s. Writes JSON with the ratio pipeline/raw (target >= 0.85) and
+3. Runs the same TorchScript model in-process at the same batch size and thread count, on the idle
+   stack before the pipeline phases and again after stopping it: raw model images/s (their mean). Writes JSON with the ratio pipeline/raw (target >= 0.85) and
    mean batch / max batch (target >= 0.9 at saturation).
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import re
 import time
 import urllib.request
@@ -37,6 +38,7 @@ class BenchResult(BaseModel):
     input_shape: list[int]
     pipeline_images_per_s: float
     raw_model_images_per_s: float
+    raw_model_runs: list[float]
     ratio: float
     mean_batch: float
     batch_fill: float
@@ -44,11 +46,12 @@ class BenchResult(BaseModel):
     latency_p50_s: float
     latency_p99_s: float
     lost: int
+    cpu_ms_per_image: dict[str, float]  # first to last decision of the backlog, per process tree
     targets: dict[str, bool]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--images", type=int, default=256, help="backlog size for the saturation phase (default 256)")
+    p.add_argument("--images", type=int, default=384, help="backlog size for the saturation phase (default 384)")
     p.add_argument("--latency-images", type=int, default=64, help="uploads for the latency phase (default 64)")
     p.add_argument("--max-batch", type=int, default=16, help="ARTROUTE_MAX_BATCH for the worker and the raw run")
     p.add_argument("--model-repository", type=Path, default=Path("model_repository"))
@@ -76,19 +79,78 @@ def scrape_batches(metrics_url: str) -> tuple[float, float]:
     return total, count
 
 
-def raw_model_rate(model_pt: Path, shape: tuple[int, int, int], batch: int, images: int) -> tuple[float, int]:
+def raw_model_rate(model_pt: Path, shape: tuple[int, int, int], batch: int, images: int,
+                   repeats: int = 3) -> tuple[float, int]:
+    """Images/s of the TorchScript model in this process (median of `repeats` passes over `images`)."""
+    import statistics
+
     import torch
 
     model = torch.jit.load(str(model_pt), map_location="cpu").eval()
     x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (batch, *shape), dtype=np.uint8))
+    rates = []
     with torch.inference_mode():
         for _ in range(3):
             model(x)
-        n, t0 = 0, time.perf_counter()
-        while n < images:
-            model(x)
-            n += batch
-        return n / (time.perf_counter() - t0), torch.get_num_threads()
+        for _ in range(repeats):
+            n, t0 = 0, time.perf_counter()
+            while n < images:
+                model(x)
+                n += batch
+            rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates), torch.get_num_threads()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU seconds of a process and all its descendants (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry)] = fields
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        if p in stats:
+            total += (int(stats[p][11]) + int(stats[p][12])) / tick
+        todo.extend(children.get(p, []))
+    return total
+
+
+class CpuSampler:
+    """Samples the CPU seconds of named process trees every `interval` s in a thread (epoch-stamped), so the
+    CPU spent between two moments (the first and the last decision) can be read off afterwards."""
+
+    def __init__(self, pids: dict[str, int], interval: float = 0.2):
+        import threading
+
+        self.pids, self.interval, self.samples = pids, interval, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), {k: cpu_seconds(p) for k, p in self.pids.items()}))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "CpuSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def between(self, t0: float, t1: float) -> dict[str, float]:
+        a = min(self.samples, key=lambda s: abs(s[0] - t0))[1]
+        b = min(self.samples, key=lambda s: abs(s[0] - t1))[1]
+        return {k: b[k] - a[k] for k in self.pids}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -96,18 +158,23 @@ def percentile(values: list[float], q: float) -> float:
     return round(s[min(len(s) - 1, int(round(q * (len(s) - 1))))], 4)
 
 
-async def _drain_rate(settings: Settings, keys: list[str], timeout: float) -> tuple[float, int]:
-    out = await collect_outcomes(settings, keys, timeout=timeout, linger=0.5)
+async def _drain(settings: Settings, keys: list[str], timeout: float) -> tuple[float, float, int]:
+    """(first decision time, last decision time, lost) for a backlog."""
+    out = await collect_outcomes(settings, keys, timeout=timeout, linger=0.5, stall=120)
     times = sorted(out.received_at[k] for k in keys if k in out.received_at)
     lost = sum(1 for k in keys if not out.settled(k))
-    return (len(times) - 1) / max(times[-1] - times[0], 1e-6), lost
+    if len(times) < 2:
+        raise SystemExit(f"bench: error: only {len(times)} of {len(keys)} uploads were decided; see the worker log")
+    return times[0], times[-1], lost
 
 
 def main(args: argparse.Namespace) -> int:
     models = check_model_repository(args.model_repository)
+    model_pt = lambda version: args.model_repository / models[0] / version / "model.pt"  # noqa: E731
     run_dir = args.run_dir.resolve()
     stack = Stack(StackConfig(run_dir=run_dir, model_repository=args.model_repository), Settings())
     metrics_port = free_port()
+    raw_runs = []
     try:
         stack.start()
         endpoints = stack.write_endpoints(run_dir / "endpoints.json")
@@ -121,6 +188,10 @@ def main(args: argparse.Namespace) -> int:
             finally:
                 await m.close()
         model_info = asyncio.run(info())
+        version = max(model_info.versions, key=int)
+        # The raw model is timed before and after the pipeline (idle stack) and averaged, so that drift in
+        # the machine's speed during the run affects both sides of the ratio alike.
+        raw_runs.append(raw_model_rate(model_pt(version), model_info.input_shape, args.max_batch, max(args.images, 64)))
         backlog = [Upload(f"bench/backlog/{i:05d}.jpg", d) for i, d in enumerate(make_images(args.images))]
         print(f"uploading a backlog of {len(backlog)} images ...", flush=True)
         upload_all(settings, backlog)
@@ -128,29 +199,34 @@ def main(args: argparse.Namespace) -> int:
                "ARTROUTE_BATCH_WINDOW_S": "0.05", "ARTROUTE_KAFKA_SESSION_TIMEOUT_S": "4",
                "ARTROUTE_METRICS_PORT": str(metrics_port), "ARTROUTE_MODEL_NAME": models[0]}
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        with WorkerProcess(env, log_path=run_dir / "logs" / "bench-worker.log"):
+        with WorkerProcess(env, log_path=run_dir / "logs" / "bench-worker.log") as worker:
             print("worker draining the backlog ...", flush=True)
-            rate, lost = asyncio.run(_drain_rate(settings, [u.key for u in backlog], timeout=1800))
+            procs = {"worker": worker.proc.pid, "triton": stack.triton.process.pid, "s3": stack.s3.process.pid,
+                     "kafka": stack.kafka.process.pid}
+            with CpuSampler(procs) as sampler:
+                t_first, t_last, lost = asyncio.run(_drain(settings, [u.key for u in backlog], timeout=1800))
+            rate = (len(backlog) - 1) / max(t_last - t_first, 1e-6)
+            cpu_ms = {k: round(1000 * v / (len(backlog) - 1), 2) for k, v in sampler.between(t_first, t_last).items()}
             wait_for(lambda: _ok(metrics_url), 30)
             total, count = scrape_batches(metrics_url)
             mean_batch = total / max(count, 1)
             print(f"pipeline {rate:.1f} images/s, mean batch {mean_batch:.1f}; measuring latency ...", flush=True)
             probe = [Upload(f"bench/latency/{i:05d}.jpg", d) for i, d in enumerate(make_images(args.latency_images, 1))]
             upload_all(settings, probe, rate=max(1.0, rate / 2), threads=2)
-            out = asyncio.run(collect_outcomes(settings, [u.key for u in probe], timeout=600, linger=0.5))
+            out = asyncio.run(collect_outcomes(settings, [u.key for u in probe], timeout=600, linger=0.5, stall=120))
             latencies = [out.received_at[u.key] - u.uploaded_at for u in probe if u.key in out.received_at]
             lost += sum(1 for u in probe if not out.settled(u.key))
     finally:
         stack.stop()
-    version = max(model_info.versions, key=int)
-    raw, threads = raw_model_rate(args.model_repository / models[0] / version / "model.pt", model_info.input_shape,
-                                  args.max_batch, max(args.images, 64))
+    raw_runs.append(raw_model_rate(model_pt(version), model_info.input_shape, args.max_batch, max(args.images, 64)))
+    raw, threads = sum(r for r, _ in raw_runs) / len(raw_runs), raw_runs[0][1]
     result = BenchResult(
         images=args.images, max_batch=args.max_batch, threads=threads, model=models[0], model_version=version,
         input_shape=list(model_info.input_shape), pipeline_images_per_s=round(rate, 2),
-        raw_model_images_per_s=round(raw, 2), ratio=round(rate / raw, 3), mean_batch=round(mean_batch, 2),
+        raw_model_images_per_s=round(raw, 2),
+        raw_model_runs=[round(r, 2) for r, _ in raw_runs], ratio=round(rate / raw, 3), mean_batch=round(mean_batch, 2),
         batch_fill=round(mean_batch / args.max_batch, 3), latency_images=len(latencies),
-        latency_p50_s=percentile(latencies, 0.5), latency_p99_s=percentile(latencies, 0.99), lost=lost,
+        latency_p50_s=percentile(latencies, 0.5), latency_p99_s=percentile(latencies, 0.99), lost=lost, cpu_ms_per_image=cpu_ms,
         targets={"ratio>=0.85": rate / raw >= 0.85, "batch_fill>=0.9": mean_batch / args.max_batch >= 0.9})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(result.model_dump_json(indent=2))

@@ -215,7 +215,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"uploading {len(uploads)} objects ({args.images} artworks, {len(uploads) - args.images} bad files) "
                   f"to s3://{settings.bucket}/incoming/ at {args.rate:g}/s ...", flush=True)
             upload_all(settings, uploads, rate=args.rate)
-            out = asyncio.run(collect_outcomes(settings, [u.key for u in uploads], timeout=args.timeout))
+            out = asyncio.run(collect_outcomes(settings, [u.key for u in uploads], timeout=args.timeout, stall=60))
     except StackError as e:
         print(f"demo: error: {e}", file=sys.stderr)
         return 2

@@ -68,9 +68,10 @@ def _outcome_key(topic_doc: dict) -> str | None:
 
 
 async def collect_outcomes(settings: Settings, keys: Iterable[str], timeout: float = 120.0,
-                           linger: float = 1.0) -> Outcomes:
+                           linger: float = 1.0, stall: float | None = None) -> Outcomes:
     """Read the decision, review and dead-letter topics from the beginning until every key has an outcome
-    (or timeout), then `linger` seconds more to catch duplicates. Only the given keys are kept."""
+    (or timeout), then `linger` seconds more to catch duplicates. Only the given keys are kept. With
+    `stall`, give up early once no new outcome for a wanted key arrived for that many seconds."""
     wanted = set(keys)
     topics = {settings.decisions_topic: "decisions", settings.review_topic: "review",
               settings.deadletter_topic: "dead_letters"}
@@ -80,8 +81,10 @@ async def collect_outcomes(settings: Settings, keys: Iterable[str], timeout: flo
     await consumer.start()
     try:
         deadline = time.monotonic() + timeout
-        done_at = None
+        done_at, progress_at = None, time.monotonic()
         while time.monotonic() < deadline and (done_at is None or time.monotonic() < done_at + linger):
+            if stall is not None and done_at is None and time.monotonic() - progress_at > stall:
+                break
             batch = await consumer.getmany(timeout_ms=200, max_records=5000)
             for tp, msgs in batch.items():
                 for m in msgs:
@@ -93,6 +96,7 @@ async def collect_outcomes(settings: Settings, keys: Iterable[str], timeout: flo
                     if key not in wanted:
                         continue
                     getattr(out, topics[tp.topic]).setdefault(key, []).append(doc)
+                    progress_at = time.monotonic()
                     if topics[tp.topic] != "review":
                         out.received_at.setdefault(key, m.timestamp / 1000.0)
             if done_at is None and all(out.settled(k) for k in wanted):

@@ -58,7 +58,7 @@ class Router:
                                  settings.triton_timeout_s, settings.triton_retry_max_s)
         self.store: ObjectStore | None = None
         self.publisher = Publisher(settings)
-        self.decoder = ThreadPoolExecutor(max(1, min(4, settings.fetch_concurrency)), thread_name_prefix="decode")
+        self.decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self.info: ModelInfo | None = None
         self.ready = asyncio.Event()
         self.stopping = asyncio.Event()

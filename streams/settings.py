@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     agent_concurrency: int = Field(2, ge=1, description="Batches in flight per worker: one is fetched and decoded "
                                                          "while another is on Triton.")
     fetch_concurrency: int = Field(16, ge=1, description="Concurrent object downloads per worker.")
+    decode_threads: int = Field(2, ge=1, description="Threads decoding images (Pillow releases the GIL).")
     max_object_bytes: int = Field(50 * 2**20, ge=1, description="Objects larger than this are dead-lettered.")
     max_image_pixels: int = Field(120_000_000, ge=1, description="Decompression-bomb guard (pixels).")
     review_min_confidence: float = Field(0.6, ge=0, le=1, description="Below this top-1 score: review.")

@@ -156,6 +156,9 @@ class TritonServer:
         backends = run_dir / "triton-backends"
         _link_python_backend(home, backends)
         env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+        # CPU inference shares the cores with the worker and the store: OpenMP threads that spin while
+        # waiting would burn the cycles the others need.
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.process = ManagedProcess("triton", [
             str(home / "bin" / "tritonserver"), f"--model-repository={self.repository}",
             f"--backend-directory={backends}", "--model-config-name=cpu", "--strict-readiness=false",

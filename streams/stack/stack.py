@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -36,6 +37,8 @@ class StackConfig(BaseSettings):
     kafka_storage: str = Field("memory://tansu/", description="tansu storage engine URL.")
     startup_timeout_s: float = Field(120.0, gt=0, description="Per-server start-up timeout.")
     with_triton: bool = Field(True, description="Start Triton (off for tests that need only Kafka and S3).")
+    keep_s3_data: bool = Field(False, description="Keep SeaweedFS data from a previous run. Off by default: the "
+                               "broker keeps events in memory, so old objects would have no events.")
 
 
 class StackEndpoints(BaseModel):
@@ -91,6 +94,10 @@ class Stack:
     def start(self) -> StackEndpoints:
         s, c = self.settings, self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not c.keep_s3_data:
+            # A re-upload of an object SeaweedFS still holds is an update without a content change, which the
+            # intake parser rightly ignores: with a fresh broker, start the store fresh too.
+            shutil.rmtree(self.run_dir / "seaweedfs", ignore_errors=True)
         ports = self._ports()
         # Check the repository before starting anything: a bad one is a one-line error, not a hang.
         triton = TritonServer(self.run_dir, c.model_repository, ports["triton_http"], ports["triton_grpc"],

@@ -203,7 +203,9 @@ def test_large_jpeg_is_decoded_in_draft_mode():
     big = halves("RGB", RED, GREEN, size=(6000, 4000))
     data = encode(big, "JPEG", quality=85)
     img = load_image(data, LIMIT, (224, 224))
-    assert img.size == (750, 500)  # DCT-scaled by 1/8, still >= 2x the target
+    assert img.size == (750, 500)  # DCT-scaled by 1/8 (the largest factor), still >= the target
+    medium = load_image(encode(halves("RGB", RED, GREEN, size=(800, 600)), "JPEG"), LIMIT, (224, 224))
+    assert medium.size == (400, 300)  # 1/2: the smallest DCT scale that keeps both sides >= 224
     out = decode_image(data, LIMIT, (224, 224))
     assert out.shape == (3, 224, 224)
     assert_close(pixel(out, 112, 40), RED, tol=12)
