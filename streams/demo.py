@@ -105,6 +105,9 @@ def ensure_model(repository: Path, out: Path, offline: bool) -> tuple[Path | Non
     try:
         check_model_repository(repository)
         print(f"serving the existing model(s) in {repository}", flush=True)
+        previous = out / "corpus"
+        if (previous / "manifest.jsonl").is_file():  # a previous demo's corpus: held-out images with truth
+            return previous, "existing model repository; held-out images of the previous demo corpus"
         return None, "existing model repository"
     except StackError:
         pass
