@@ -63,10 +63,6 @@ class Outcomes:
         return key in self.decisions or key in self.dead_letters
 
 
-def _outcome_key(topic_doc: dict) -> str | None:
-    return topic_doc.get("key") or (topic_doc.get("event") or {}).get("key")
-
-
 async def collect_outcomes(settings: Settings, keys: Iterable[str], timeout: float = 120.0,
                            linger: float = 1.0, stall: float | None = None) -> Outcomes:
     """Read the decision, review and dead-letter topics from the beginning until every key has an outcome
@@ -92,7 +88,7 @@ async def collect_outcomes(settings: Settings, keys: Iterable[str], timeout: flo
                         doc = json.loads(m.value)
                     except ValueError:
                         continue
-                    key = _outcome_key(doc)
+                    key = doc.get("key")  # decisions and dead letters both carry the object key
                     if key not in wanted:
                         continue
                     getattr(out, topics[tp.topic]).setdefault(key, []).append(doc)

@@ -78,9 +78,8 @@ async def decided_objects(settings: Settings, idle_s: float = 3.0) -> set[tuple[
                         doc = json.loads(m.value)
                     except ValueError:
                         continue
-                    ev = doc.get("event") or doc
-                    if ev.get("bucket") and ev.get("key"):
-                        seen.add((ev["bucket"], ev["key"], str(ev.get("etag") or "")))
+                    if doc.get("bucket") and doc.get("key"):  # decisions and dead letters alike
+                        seen.add((doc["bucket"], doc["key"], str(doc.get("etag") or "")))
     finally:
         await consumer.stop()
     return seen
