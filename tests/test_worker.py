@@ -2,6 +2,7 @@
 `python -m streams worker` process, Triton inference, decisions read back from Kafka."""
 from __future__ import annotations
 
+import base64
 import io
 import json
 import time
@@ -98,26 +99,27 @@ async def test_bad_inputs_are_dead_lettered_while_good_images_in_the_batch_are_d
     assert kinds[p + "text.jpg"] == kinds[p + "document.jpg"] == "not_image"
     for docs in out.dead_letters.values():
         assert docs[0]["message"] and docs[0]["original_b64"]
-    # The malformed events have no object key: find their dead letters by the original bytes.
-    all_dead = await _dead_letters_with_kind(stack_settings, "bad_event", [b"bad-json", b"bad-record", b"garbage"])
-    assert len(all_dead) >= 3
+    # The malformed events name no object: find their dead letters by the original message key.
+    malformed = await _dead_letters_by_original_key(stack_settings, {"bad-json", "bad-record", "/buckets/x/garbage.jpg"})
+    assert {k: d["error_kind"] for k, d in malformed.items()} == dict.fromkeys(malformed, "bad_event")
+    assert len(malformed) == 3 and all(d["stage"] == "parse" and d["message"] for d in malformed.values())
+    assert base64.b64decode(malformed["bad-json"]["original_b64"]) == bad_json
 
 
-async def _dead_letters_with_kind(settings, kind, needles):
+async def _dead_letters_by_original_key(settings, keys: set[str]) -> dict[str, dict]:
     from aiokafka import AIOKafkaConsumer
-    import base64
     c = AIOKafkaConsumer(settings.deadletter_topic, bootstrap_servers=settings.kafka_brokers, group_id=None,
                          auto_offset_reset="earliest")
     await c.start()
-    found = []
+    found: dict[str, dict] = {}
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(found) < len(needles):
+        while time.monotonic() < deadline and len(found) < len(keys):
             for msgs in (await c.getmany(timeout_ms=500)).values():
                 for m in msgs:
                     doc = json.loads(m.value)
-                    if doc["error_kind"] == kind:
-                        found.append(doc)
+                    if doc.get("original_key") in keys:
+                        found[doc["original_key"]] = doc
     finally:
         await c.stop()
     return found
