@@ -138,3 +138,19 @@ async def test_duplicate_events_give_identical_decision_ids(worker, stack_settin
     ids = {d["decision_id"] for d in out.decisions[key]}
     assert len(out.decisions[key]) == 3  # the filer's event and the two replayed ones
     assert len(ids) == 1
+
+
+async def test_metrics_and_health_endpoints(worker, worker_env, stack_settings):
+    import urllib.request
+
+    key = unique_prefix("metrics") + "m.jpg"
+    upload_all(stack_settings, [Upload(key, jpeg(1, seed=21))])
+    await outcomes_for(stack_settings, [key])
+    base = f"http://127.0.0.1:{worker_env['ARTROUTE_METRICS_PORT']}"
+    with urllib.request.urlopen(base + "/healthz", timeout=5) as r:
+        assert r.status == 200 and json.loads(r.read())["status"] == "ok"
+    text = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+    decided = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith("artroute_decisions_total{"))
+    assert decided >= 1
+    assert "artroute_batch_images_count" in text and "artroute_inference_seconds_bucket" in text

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from streams.harness import WorkerProcess, collect_outcomes
+from streams.stack.processes import free_port
 from trainer.synthetic import draw
 
 MAX_OBJECT_BYTES = 2 * 2**20
@@ -29,7 +30,8 @@ def unique_prefix(name: str) -> str:
 def worker_env(stack, tmp_path_factory) -> dict[str, str]:
     return {"ARTROUTE_STACK_FILE": str(stack.run_dir / "endpoints.json"),
             "ARTROUTE_KAFKA_SESSION_TIMEOUT_S": "4", "ARTROUTE_MAX_BATCH": "8", "ARTROUTE_BATCH_WINDOW_S": "0.1",
-            "ARTROUTE_MAX_OBJECT_BYTES": str(MAX_OBJECT_BYTES), "ARTROUTE_LOG_LEVEL": "INFO"}
+            "ARTROUTE_MAX_OBJECT_BYTES": str(MAX_OBJECT_BYTES), "ARTROUTE_LOG_LEVEL": "INFO",
+            "ARTROUTE_METRICS_PORT": str(free_port())}
 
 
 @pytest.fixture(scope="session")
