@@ -15,6 +15,7 @@ import asyncio
 import io
 import os
 import re
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -24,7 +25,7 @@ from pydantic import BaseModel
 
 from streams.harness import Upload, WorkerProcess, collect_outcomes, upload_all, wait_for
 from streams.settings import Settings
-from streams.stack.processes import free_port
+from streams.stack.processes import StackError, free_port
 from streams.stack.servers import check_model_repository
 from streams.stack.stack import Stack, StackConfig
 
@@ -169,7 +170,11 @@ async def _drain(settings: Settings, keys: list[str], timeout: float) -> tuple[f
 
 
 def main(args: argparse.Namespace) -> int:
-    models = check_model_repository(args.model_repository)
+    try:
+        models = check_model_repository(args.model_repository)
+    except StackError as e:
+        print(f"bench: error: {e} (`make demo` exports a quick one)", file=sys.stderr)
+        return 2
     model_pt = lambda version: args.model_repository / models[0] / version / "model.pt"  # noqa: E731
     run_dir = args.run_dir.resolve()
     stack = Stack(StackConfig(run_dir=run_dir, model_repository=args.model_repository), Settings())

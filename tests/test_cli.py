@@ -57,3 +57,10 @@ def test_stack_down_without_a_stack_is_a_one_line_error(tmp_path):
     env = dict(os.environ, ARTROUTE_STACK_FILE=str(tmp_path / "none.json"))
     r = subprocess.run([PY, "-m", "streams", "stack", "down"], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no stack endpoints" in r.stderr
+
+
+def test_bench_without_a_model_is_a_one_line_error(tmp_path):
+    (tmp_path / "repo").mkdir()
+    r = run("streams", "bench", "--model-repository", str(tmp_path / "repo"), "--out", str(tmp_path / "b.json"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "is empty" in r.stderr
+    assert not (tmp_path / "b.json").exists()
