@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
+from aiokafka.errors import KafkaError
 
 from streams import metrics
 from streams.decisions import DeadLetter, RoutingDecision, decide
@@ -159,4 +160,14 @@ class Router:
         for dl in out.dead_letters:
             records.append((s.deadletter_topic, (dl.key or "").encode() or None, dl.model_dump_json().encode()))
             metrics.DEAD_LETTERS.labels(dl.error_kind).inc()
-        await self.publisher.send_all(records)
+        # faust acks the batch's events once this returns (or raises): so never return before every record is
+        # acknowledged. On a broker error, send the whole batch again (duplicates carry the same ids).
+        delay = 0.5
+        while True:
+            try:
+                await self.publisher.send_all(records)
+                return
+            except KafkaError as e:
+                log.warning("publishing %d records failed, retrying in %.1fs: %s", len(records), delay, e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)

@@ -37,3 +37,20 @@ async def test_killing_the_worker_mid_stream_loses_no_event(worker, stack_settin
     # Redelivered events are decided again with the same id: at-least-once, never two different answers.
     for k, docs in out.decisions.items():
         assert len({d["decision_id"] for d in docs}) == 1
+
+
+async def test_stopping_the_worker_mid_stream_loses_no_event(worker, stack_settings):
+    """SIGTERM (a rolling restart): in-flight batches must not be acked without being published."""
+    p = unique_prefix("term")
+    uploads = [Upload(p + f"{i:03d}.jpg", jpeg(i % 4, seed=3000 + i)) for i in range(48)]
+    upload_all(stack_settings, uploads, rate=24)
+    for _ in range(60):
+        out = await outcomes_for(stack_settings, [u.key for u in uploads], timeout=0.5, linger=0)
+        if out.decisions:
+            break
+    assert worker.stop() is not None
+    worker.start()
+    keys = [u.key for u in uploads]
+    out = await outcomes_for(stack_settings, keys, timeout=240)
+    lost = [k for k in keys if not out.settled(k)]
+    assert not lost, f"{len(lost)} uploads never decided after a SIGTERM restart: {lost[:5]}"
