@@ -168,6 +168,8 @@ class Router:
                 await self.publisher.send_all(records)
                 return
             except KafkaError as e:
+                if self.stopping.is_set():  # shutting down with the broker away: its commits fail too
+                    raise
                 log.warning("publishing %d records failed, retrying in %.1fs: %s", len(records), delay, e)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
