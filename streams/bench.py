@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from streams.harness import Upload, WorkerProcess, collect_outcomes, upload_all, wait_for
+from streams.harness import Upload, WorkerProcess, collect_outcomes, percentile, upload_all, wait_for
 from streams.settings import Settings
-from streams.stack.processes import StackError, free_port
+from streams.stack.processes import StackError, descendants, free_port, proc_stats
 from streams.stack.servers import check_model_repository
 from streams.stack.stack import Stack, StackConfig
 
@@ -44,8 +44,8 @@ class BenchResult(BaseModel):
     mean_batch: float
     batch_fill: float
     latency_images: int
-    latency_p50_s: float
-    latency_p99_s: float
+    latency_p50_s: float | None
+    latency_p99_s: float | None
     lost: int
     cpu_ms_per_image: dict[str, float]  # first to last decision of the backlog, per process tree
     targets: dict[str, bool]
@@ -104,24 +104,9 @@ def raw_model_rate(model_pt: Path, shape: tuple[int, int, int], batch: int, imag
 
 def cpu_seconds(pid: int) -> float:
     """User+system CPU seconds of a process and all its descendants (from /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = {}
-    stats: dict[int, list[str]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            stats[int(entry)] = fields
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        if p in stats:
-            total += (int(stats[p][11]) + int(stats[p][12])) / tick
-        todo.extend(children.get(p, []))
-    return total
+    stats = proc_stats()
+    tree = {pid} | descendants(pid, stats)
+    return sum(int(stats[p][11]) + int(stats[p][12]) for p in tree if p in stats) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuSampler:
@@ -152,11 +137,6 @@ class CpuSampler:
         a = min(self.samples, key=lambda s: abs(s[0] - t0))[1]
         b = min(self.samples, key=lambda s: abs(s[0] - t1))[1]
         return {k: b[k] - a[k] for k in self.pids}
-
-
-def percentile(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return round(s[min(len(s) - 1, int(round(q * (len(s) - 1))))], 4)
 
 
 async def _drain(settings: Settings, keys: list[str], timeout: float) -> tuple[float, float, int]:
@@ -231,7 +211,8 @@ def main(args: argparse.Namespace) -> int:
         raw_model_images_per_s=round(raw, 2),
         raw_model_runs=[round(r, 2) for r, _ in raw_runs], ratio=round(rate / raw, 3), mean_batch=round(mean_batch, 2),
         batch_fill=round(mean_batch / args.max_batch, 3), latency_images=len(latencies),
-        latency_p50_s=percentile(latencies, 0.5), latency_p99_s=percentile(latencies, 0.99), lost=lost, cpu_ms_per_image=cpu_ms,
+        latency_p50_s=percentile(latencies, 0.5, 4), latency_p99_s=percentile(latencies, 0.99, 4), lost=lost,
+        cpu_ms_per_image=cpu_ms,
         targets={"ratio>=0.85": rate / raw >= 0.85, "batch_fill>=0.9": mean_batch / args.max_batch >= 0.9})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(result.model_dump_json(indent=2))

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from streams.harness import Outcomes, Upload, WorkerProcess, collect_outcomes, upload_all, warm_up
+from streams.harness import (Outcomes, Upload, WorkerProcess, collect_outcomes, percentile, upload_all,
+                             warm_up)
 from streams.settings import Settings
 from streams.stack.processes import StackError
 from streams.stack.servers import check_model_repository
@@ -149,13 +150,6 @@ def demo_uploads(corpus: Path | None, n: int, seed: int = 0) -> tuple[list[Uploa
                 Upload("incoming/bad/notes-saved-as.jpg", b"visitor notes, not a photo\n" * 10),
                 Upload("incoming/bad/corrupt.png", b"\x89PNG\r\n\x1a\n" + bytes(200))]
     return uploads, truth
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return round(s[min(len(s) - 1, int(round(q * (len(s) - 1))))], 3)
 
 
 def summarize(uploads: list[Upload], out: Outcomes, truth: dict[str, str], n_images: int, source: str) -> DemoSummary:

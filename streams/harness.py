@@ -139,6 +139,14 @@ class WorkerProcess:
         self.stop()
 
 
+def percentile(values: list[float], q: float, digits: int = 3) -> float | None:
+    """The q-quantile (nearest rank) of values, rounded; None for no values."""
+    if not values:
+        return None
+    s = sorted(values)
+    return round(s[min(len(s) - 1, int(round(q * (len(s) - 1))))], digits)
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.5) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -20,6 +20,7 @@ from minio import Minio
 
 from streams.events import parse_intake
 from streams.inference import TritonModel
+from streams.stack.processes import descendants
 
 pytestmark = pytest.mark.stack
 PY = sys.executable
@@ -97,23 +98,6 @@ async def test_triton_inference_matches_the_torchscript_model_in_process(stack_s
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
 
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = set(), [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.add(c)
-            todo.append(c)
-    return out
-
-
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -137,7 +121,7 @@ def test_stack_up_then_ctrl_c_leaves_no_process_and_no_shm(tmp_path, served_mode
             assert proc.poll() is None, proc.stdout.read()
             assert time.monotonic() < deadline, "stack did not come up"
             time.sleep(0.5)
-        servers = _descendants(proc.pid)
+        servers = descendants(proc.pid)
         names = {Path(f"/proc/{p}/exe").resolve().name for p in servers if _alive(p)}
         assert {"tansu", "weed", "tritonserver"} <= names
         shm_before = {f.name for f in Path("/dev/shm").iterdir() if f.name.startswith(f"artroute_{proc.pid}_")}

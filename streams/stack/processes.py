@@ -156,15 +156,31 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _members_alive(pgid: int) -> bool:
-    """True if any non-zombie process is in the group (reads /proc)."""
+    """True if any non-zombie process is in the group."""
+    return any(f[2] == str(pgid) and f[0] != "Z" for f in proc_stats().values())
+
+
+def proc_stats() -> dict[int, list[str]]:
+    """/proc/<pid>/stat of every process, the fields after the command name: [0] state, [1] ppid,
+    [2] pgid, [11] utime, [12] stime (clock ticks)."""
+    stats = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+        if entry.isdigit():
+            try:
+                stats[int(entry)] = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+    return stats
+
+
+def descendants(pid: int, stats: dict[int, list[str]] | None = None) -> set[int]:
+    """Every process below pid (children, their children, ...)."""
+    children: dict[int, list[int]] = {}
+    for p, fields in (stats if stats is not None else proc_stats()).items():
+        children.setdefault(int(fields[1]), []).append(p)
+    out, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.add(c)
+            todo.append(c)
+    return out

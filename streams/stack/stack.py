@@ -150,9 +150,6 @@ class Stack:
         if self.triton is not None:
             self.triton.remove_leftover_shm()
 
-    def pids(self) -> list[int]:
-        return [s.process.pid for s in (self.kafka, self.s3, self.triton) if s and s.process.pid]
-
     def __enter__(self) -> "Stack":
         self.start()
         return self
