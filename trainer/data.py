@@ -1,7 +1,8 @@
 """Datasets from a corpus manifest: taxonomy mapping, augmentation, samplers.
 
 Evaluation images go through `streams.imaging.to_model_input` exactly (the serving preprocessing).
-Training augmentation (random crop, flip, brightness/contrast) ends in that same letterbox. Augmentation
+Training augmentation (random crop, optionally TrivialAugmentWide, flip, brightness/contrast) ends in that
+same letterbox. Augmentation
 randomness is drawn from a generator seeded by (seed, epoch, sample index), so a sample's augmentation
 does not depend on the number of processes, DataLoader workers or where a run was resumed.
 """
@@ -74,8 +75,23 @@ def class_weights(samples: list[Sample], num_classes: int) -> torch.Tensor:
     return w
 
 
-def augment(img: Image.Image, size: tuple[int, int], g: torch.Generator) -> np.ndarray:
-    """Random crop (60-100% area, aspect 3/4-4/3), letterbox, horizontal flip, brightness/contrast."""
+AUGMENTS = ("basic", "trivial")
+
+
+def trivial_augment(img: Image.Image, g: torch.Generator) -> Image.Image:
+    """torchvision's TrivialAugmentWide (one random op at a random strength), drawn from `g`: the op uses
+    torch's global generator, so it runs in a forked RNG state seeded from g (nothing else is disturbed)."""
+    from torchvision.transforms import TrivialAugmentWide
+
+    seed = int(torch.randint(2**62, (), generator=g))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return TrivialAugmentWide()(img)
+
+
+def augment(img: Image.Image, size: tuple[int, int], g: torch.Generator, policy: str = "basic") -> np.ndarray:
+    """Random crop (60-100% area, aspect 3/4-4/3), [TrivialAugmentWide], letterbox, horizontal flip,
+    brightness/contrast."""
     def u(lo: float, hi: float) -> float:
         return lo + (hi - lo) * torch.rand((), generator=g).item()
 
@@ -84,7 +100,10 @@ def augment(img: Image.Image, size: tuple[int, int], g: torch.Generator) -> np.n
     ratio = math.exp(u(math.log(3 / 4), math.log(4 / 3)))
     cw, ch = min(w, round(math.sqrt(area * ratio))), min(h, round(math.sqrt(area / ratio)))
     x0, y0 = round(u(0, w - cw)), round(u(0, h - ch))
-    x = to_model_input(img.crop((x0, y0, x0 + cw, y0 + ch)), size).astype(np.float32)
+    img = img.crop((x0, y0, x0 + cw, y0 + ch))
+    if policy == "trivial":
+        img = trivial_augment(img, g)
+    x = to_model_input(img, size).astype(np.float32)
     if u(0, 1) < 0.5:
         x = x[:, :, ::-1]
     mean = x.mean()
@@ -95,8 +114,9 @@ def augment(img: Image.Image, size: tuple[int, int], g: torch.Generator) -> np.n
 class ImageDataset(Dataset):
     """(uint8 tensor (3,H,W), class index, sample index); `epoch` is set by the trainer each epoch."""
 
-    def __init__(self, samples: list[Sample], size: tuple[int, int], train: bool, seed: int = 0):
-        self.samples, self.size, self.train, self.seed = samples, size, train, seed
+    def __init__(self, samples: list[Sample], size: tuple[int, int], train: bool, seed: int = 0,
+                 policy: str = "basic"):
+        self.samples, self.size, self.train, self.seed, self.policy = samples, size, train, seed, policy
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -112,7 +132,7 @@ class ImageDataset(Dataset):
         img = self.load(i)
         if self.train:
             g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + i)
-            x = augment(img, self.size, g)
+            x = augment(img, self.size, g, self.policy)
         else:
             x = to_model_input(img, self.size)
         return torch.from_numpy(x), self.samples[i].target, i

@@ -122,10 +122,13 @@ def _torchvision(arch: str, num_classes: int, pretrained: bool, weights: Path | 
     return net, head
 
 
-def _timm(arch: str, num_classes: int, pretrained: bool, weights: Path | None) -> tuple[nn.Module, nn.Module]:
+def _timm(arch: str, num_classes: int, pretrained: bool, weights: Path | None,
+          drop_path: float) -> tuple[nn.Module, nn.Module]:
     import timm
 
     kwargs = {"pretrained_cfg_overlay": dict(file=str(weights))} if pretrained and weights else {}
+    if drop_path:
+        kwargs["drop_path_rate"] = drop_path
     try:
         net = timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, **kwargs)
     except Exception as e:
@@ -146,8 +149,11 @@ def norm_of(arch: str, net: nn.Module) -> tuple[tuple, tuple]:
 
 
 def create_model(arch: str, num_classes: int, pretrained: bool = False,
-                 weights: str | Path | None = None) -> Classifier:
+                 weights: str | Path | None = None, drop_path: float = 0.0) -> Classifier:
+    """`drop_path`: stochastic-depth rate of timm backbones while training (0 = off; no effect in eval)."""
     weights = Path(weights) if weights else None
+    if drop_path and arch not in TIMM:
+        raise ModelError(f"{arch}: --drop-path is supported for timm backbones only ({', '.join(TIMM)})")
     if weights is not None and not weights.is_file():
         raise ModelError(f"--weights {weights}: no such file")
     if arch in LOCAL:
@@ -158,7 +164,7 @@ def create_model(arch: str, num_classes: int, pretrained: bool = False,
     elif arch in TORCHVISION:
         net, head = _torchvision(arch, num_classes, pretrained, weights)
     elif arch in TIMM:
-        net, head = _timm(arch, num_classes, pretrained, weights)
+        net, head = _timm(arch, num_classes, pretrained, weights, drop_path)
     else:
         raise ModelError(f"unknown arch {arch!r}; choose from {', '.join(available())}")
     if pretrained:  # a new head on pretrained features starts neutral (timm's fan-out init gives huge logits)

@@ -44,6 +44,12 @@ class TrainConfig(BaseModel):
     frozen_lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
+    backbone_lr_scale: float = Field(1.0, gt=0, le=1)  # backbone LR = lr * this (head at lr)
+    augment: Literal["basic", "trivial"] = "basic"
+    mixup: float = Field(0.0, ge=0)        # Beta alpha; 0 = off
+    cutmix: float = Field(0.0, ge=0)       # Beta alpha; 0 = off
+    drop_path: float = Field(0.0, ge=0, lt=1)
+    ema_decay: float = Field(0.0, ge=0, lt=1)  # per-step weight EMA; 0 = off
     balance: Literal["loss", "none"] = "loss"
     workers: int = Field(2, ge=0)
     seed: int = 0
