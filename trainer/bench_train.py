@@ -163,15 +163,17 @@ def bench(s: BenchSettings) -> BenchResult:
 
         def run_ours(limit: int | None) -> tuple[int, float, float]:
             model.load_state_dict(initial)
-            optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+            model.to(memory_format=torch.channels_last)  # as trainer.train.train does
+            optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg, len(ours_dl)))
             timed = Timed(ours_dl, limit)
             tic = time.perf_counter()
-            train_one_epoch(model, timed, optimizer, scheduler, weights, cfg, d, frozen=False, amp=False)
+            train_one_epoch(model, timed, optimizer, scheduler, weights, cfg, d, frozen=False, amp=False, epoch=0)
             return timed.images, time.perf_counter() - tic, timed.wait
 
         def run_reference(limit: int | None) -> tuple[int, float, float]:
             model.load_state_dict(initial)
+            model.to(memory_format=torch.contiguous_format)
             optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
             timed = Timed(ref_dl, limit)
             tic = time.perf_counter()

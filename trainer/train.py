@@ -71,6 +71,10 @@ def train_one_epoch(model, loader, optimizer, scheduler, weights, cfg: TrainConf
     if frozen:  # keep the backbone's BatchNorm statistics: only the head learns
         core.net.eval()
         core.head.train()
+    elif cfg.freeze_bn:  # normalise with the pretrained statistics, as evaluation will (affine params still learn)
+        for m in core.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
     loss_sum = correct = seen = 0.0
     start = time.perf_counter()
     for images, targets, _ in loader:
@@ -293,6 +297,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         ("max_images", int, "use at most this many images per split (quick models)"),
     ]:
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=dflt[name].default, help=h(text, name))
+    p.add_argument("--freeze-bn", action="store_true",
+                   help="keep BatchNorm statistics at their pretrained values while fine-tuning (default: off, "
+                        "they adapt); Keras' advice for fine-tuning EfficientNet on small sets")
     p.add_argument("--augment", choices=["basic", "trivial"], default=dflt["augment"].default,
                    help=h("training augmentation: crop/flip/brightness, or that plus TrivialAugmentWide", "augment"))
     p.add_argument("--balance", choices=["loss", "none"], default=dflt["balance"].default,

@@ -102,3 +102,16 @@ def test_run_with_every_regulariser_resumes_exactly_and_keeps_the_ema(corpus, tm
     assert not torch.equal(state["model"]["net.fc.weight"], state["train_model"]["net.fc.weight"])
     steps_per_epoch = -(-read_info(full).counts["train"] // 16)
     assert state["ema"]["steps"] == 3 * steps_per_epoch
+
+
+def test_freeze_bn_keeps_batchnorm_statistics_while_the_weights_learn(corpus, tmp_path):
+    kw = dict(arch="mobilenet_v3_small", epochs=1, warmup_epochs=0.0, max_images=32)
+    free = weights(train(tiny(corpus, tmp_path / "free", **kw)))
+    kept = weights(train(tiny(corpus, tmp_path / "kept", freeze_bn=True, **kw)))
+    torch.manual_seed(0)
+    init = create_model("mobilenet_v3_small", len(LABELS)).state_dict()
+    stats = [k for k in init if k.endswith("running_mean")]
+    assert stats and all(torch.equal(kept[k], init[k]) for k in stats)
+    assert not all(torch.equal(free[k], init[k]) for k in stats)
+    conv = next(k for k in init if k.endswith("weight") and init[k].ndim == 4)
+    assert not torch.equal(kept[conv], init[conv])
