@@ -50,6 +50,7 @@ class TrainConfig(BaseModel):
     cutmix: float = Field(0.0, ge=0)       # Beta alpha; 0 = off
     drop_path: float = Field(0.0, ge=0, lt=1)
     ema_decay: float = Field(0.0, ge=0, lt=1)  # per-step weight EMA; 0 = off
+    drop_hardest: float = Field(0.0, ge=0, lt=0.5)  # fraction of each batch's highest losses ignored
     freeze_bn: bool = False                # BatchNorm statistics stay pretrained while fine-tuning
     balance: Literal["loss", "none"] = "loss"
     workers: int = Field(2, ge=0)

@@ -63,6 +63,15 @@ def param_groups(model, cfg: TrainConfig) -> list[dict]:
     return groups
 
 
+def keep_mask(losses: torch.Tensor, fraction: float) -> torch.Tensor:
+    """1 for all but the `fraction` highest losses of the batch, which get 0."""
+    drop = int(fraction * len(losses))
+    mask = torch.ones_like(losses)
+    if drop:
+        mask[losses.topk(drop).indices] = 0.0
+    return mask
+
+
 def train_one_epoch(model, loader, optimizer, scheduler, weights, cfg: TrainConfig, d: D.Dist,
                     frozen: bool, amp: bool, epoch: int, ema: Ema | None = None) -> dict:
     model.train()
@@ -87,6 +96,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, weights, cfg: TrainConf
             return F.cross_entropy(logits.float(), t, reduction="none", label_smoothing=cfg.label_smoothing)
         per_sample = ce(targets) if lam == 1.0 else lam * ce(targets) + (1 - lam) * ce(other)
         w = weights[targets] if lam == 1.0 else lam * weights[targets] + (1 - lam) * weights[other]
+        if cfg.drop_hardest and not frozen:  # small-loss selection: likely mislabelled samples teach nothing
+            w = w * keep_mask(per_sample.detach(), cfg.drop_hardest)
         loss = (per_sample * w).mean()  # a mean over the local batch: DDP's average = global mean
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -291,6 +302,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         ("mixup", float, "MixUp Beta(a, a) parameter a, e.g. 0.2 (0: off)"),
         ("cutmix", float, "CutMix Beta(a, a) parameter a, e.g. 1.0 (0: off); with --mixup, one of them per batch"),
         ("drop_path", float, "stochastic depth rate of timm backbones (0: off)"),
+        ("drop_hardest", float, "while fine-tuning, ignore this fraction of each batch with the highest loss "
+                                "(noisy labels), e.g. 0.1 (0: off)"),
         ("ema_decay", float, "per-step EMA of the weights, evaluated and kept as the run's model, e.g. 0.99 (0: off)"),
         ("workers", int, "DataLoader worker processes per rank"),
         ("seed", int, "seed of initialisation, shuffling and augmentation"),

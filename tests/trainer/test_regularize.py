@@ -115,3 +115,11 @@ def test_freeze_bn_keeps_batchnorm_statistics_while_the_weights_learn(corpus, tm
     assert not all(torch.equal(free[k], init[k]) for k in stats)
     conv = next(k for k in init if k.endswith("weight") and init[k].ndim == 4)
     assert not torch.equal(kept[conv], init[conv])
+
+
+def test_drop_hardest_masks_exactly_the_highest_losses():
+    from trainer.train import keep_mask
+
+    losses = torch.tensor([0.1, 5.0, 0.3, 2.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8])
+    assert keep_mask(losses, 0.2).tolist() == [1, 0, 1, 0, 1, 1, 1, 1, 1, 1]
+    assert keep_mask(losses, 0.05).tolist() == [1] * 10  # less than one sample: nothing dropped
