@@ -82,13 +82,15 @@ def scrape_batches(metrics_url: str) -> tuple[float, float]:
 
 def raw_model_rate(model_pt: Path, shape: tuple[int, int, int], batch: int, images: int,
                    repeats: int = 3) -> tuple[float, int]:
-    """Images/s of the TorchScript model in this process (median of `repeats` passes over `images`)."""
+    """Images/s of the TorchScript model in this process (median of `repeats` passes over `images`), run
+    channels_last as the CPU Triton model (trainer/triton_python_model.py) runs it."""
     import statistics
 
     import torch
 
-    model = torch.jit.load(str(model_pt), map_location="cpu").eval()
+    model = torch.jit.load(str(model_pt), map_location="cpu").eval().to(memory_format=torch.channels_last)
     x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (batch, *shape), dtype=np.uint8))
+    x = x.contiguous(memory_format=torch.channels_last)
     rates = []
     with torch.inference_mode():
         for _ in range(3):
