@@ -72,6 +72,18 @@ def keep_mask(losses: torch.Tensor, fraction: float) -> torch.Tensor:
     return mask
 
 
+def batch_loss(logits, targets, other, lam: float, weights, cfg: TrainConfig, frozen: bool):
+    """(per-sample loss, batch loss): class-weighted, label-smoothed cross-entropy, mixed as the images were
+    (lam toward `targets`, 1 - lam toward `other`), without the hardest samples with --drop-hardest."""
+    def ce(t):
+        return F.cross_entropy(logits, t, reduction="none", label_smoothing=cfg.label_smoothing)
+    per_sample = ce(targets) if lam == 1.0 else lam * ce(targets) + (1 - lam) * ce(other)
+    w = weights[targets] if lam == 1.0 else lam * weights[targets] + (1 - lam) * weights[other]
+    if cfg.drop_hardest and not frozen:  # small-loss selection: likely mislabelled samples teach nothing
+        w = w * keep_mask(per_sample.detach(), cfg.drop_hardest)
+    return per_sample, (per_sample * w).mean()  # a mean over the local batch: DDP's average = global mean
+
+
 def train_one_epoch(model, loader, optimizer, scheduler, weights, cfg: TrainConfig, d: D.Dist,
                     frozen: bool, amp: bool, epoch: int, ema: Ema | None = None) -> dict:
     model.train()
@@ -92,19 +104,13 @@ def train_one_epoch(model, loader, optimizer, scheduler, weights, cfg: TrainConf
         targets, other = targets.to(d.device, non_blocking=True), other.to(d.device, non_blocking=True)
         with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(images)
-        def ce(t):
-            return F.cross_entropy(logits.float(), t, reduction="none", label_smoothing=cfg.label_smoothing)
-        per_sample = ce(targets) if lam == 1.0 else lam * ce(targets) + (1 - lam) * ce(other)
-        w = weights[targets] if lam == 1.0 else lam * weights[targets] + (1 - lam) * weights[other]
-        if cfg.drop_hardest and not frozen:  # small-loss selection: likely mislabelled samples teach nothing
-            w = w * keep_mask(per_sample.detach(), cfg.drop_hardest)
-        loss = (per_sample * w).mean()  # a mean over the local batch: DDP's average = global mean
+        per_sample, loss = batch_loss(logits.float(), targets, other, lam, weights, cfg, frozen)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         if ema is not None:
-            ema.update(model.module if isinstance(model, DDP) else model)
+            ema.update(core)
         loss_sum += float(per_sample.detach().sum())
         correct += float((logits.argmax(1) == targets).sum())
         seen += len(targets)
