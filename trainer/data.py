@@ -20,7 +20,7 @@ from torch.utils.data import Dataset, Sampler
 
 from streams.imaging import load_image, to_model_input, to_rgb
 from streams.settings import Settings
-from trainer.corpus.manifest import MANIFEST_NAME, ManifestRow, read_manifest, resolve_image
+from trainer.corpus.manifest import ManifestRow, manifest_path, read_manifest, resolve_image
 from trainer.taxonomy import Taxonomy
 
 MAX_IMAGE_PIXELS = Settings.model_fields["max_image_pixels"].default
@@ -35,11 +35,6 @@ class Sample:
     path: Path
     label: str       # the manifest label
     target: int      # class index in the taxonomy
-
-
-def manifest_path(corpus: str | Path) -> Path:
-    p = Path(corpus)
-    return p / MANIFEST_NAME if p.is_dir() else p
 
 
 def load_split(rows: list[ManifestRow], base: Path, taxonomy: Taxonomy, split: str,
@@ -73,9 +68,6 @@ def class_weights(samples: list[Sample], num_classes: int) -> torch.Tensor:
     for c in present:
         w[c] = len(samples) / (len(present) * counts[c])
     return w
-
-
-AUGMENTS = ("basic", "trivial")
 
 
 def trivial_augment(img: Image.Image, g: torch.Generator) -> Image.Image:

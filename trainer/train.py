@@ -5,9 +5,10 @@ training only the new head (backbone frozen, at --frozen-lr), then the whole net
 at --lr x --backbone-lr-scale). AdamW, label smoothing, inverse-frequency class weights, random
 crop/flip/brightness augmentation (optionally TrivialAugmentWide), optional MixUp/CutMix, stochastic depth
 and weight EMA (trainer/regularize.py); channels_last everywhere (1.8x training, 3.4x inference speed of
-EfficientNet-Lite0 on CPU), AMP (bf16) on GPU only. A checkpoint is written every epoch; `--resume` continues exactly, and a seeded
-run gives the same weights for any number of processes/workers. At the end the temperature is fitted on
-the val split (calibration.json). Rank 0 writes everything under --out (see docs/training.md).
+EfficientNet-Lite0 on CPU), AMP (bf16) on GPU only. A checkpoint is written every epoch; `--resume`
+continues exactly, and a seeded run gives the same weights for any number of processes/workers. At the
+end the temperature is fitted on the val split (calibration.json). Rank 0 writes everything under --out
+(see docs/training.md).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
@@ -319,9 +321,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze-bn", action="store_true",
                    help="keep BatchNorm statistics at their pretrained values while fine-tuning (default: off, "
                         "they adapt); Keras' advice for fine-tuning EfficientNet on small sets")
-    p.add_argument("--augment", choices=["basic", "trivial"], default=dflt["augment"].default,
+    p.add_argument("--augment", choices=get_args(dflt["augment"].annotation), default=dflt["augment"].default,
                    help=h("training augmentation: crop/flip/brightness, or that plus TrivialAugmentWide", "augment"))
-    p.add_argument("--balance", choices=["loss", "none"], default=dflt["balance"].default,
+    p.add_argument("--balance", choices=get_args(dflt["balance"].annotation), default=dflt["balance"].default,
                    help=h("class-imbalance handling: inverse-frequency loss weights, or none", "balance"))
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda (default: auto)")
     p.add_argument("--resume", action="store_true",

@@ -23,7 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from trainer.corpus.common import CorpusInfo, CorpusInputError, finish_corpus, jsonable_args, one_line_errors, utc_now
-from trainer.corpus.manifest import ManifestRow, dumps_summary, read_manifest, resolve_image
+from trainer.corpus.manifest import ManifestRow, dumps_summary, manifest_path, read_manifest, resolve_image
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,8 +71,7 @@ def resplit(rows: list[ManifestRow], source_dir: Path, out: Path, folds: int, fo
 
 @one_line_errors
 def main(args: argparse.Namespace) -> int:
-    src = Path(args.corpus)
-    manifest = src / "manifest.jsonl" if src.is_dir() else src
+    manifest = manifest_path(args.corpus)
     if not manifest.is_file():
         raise CorpusInputError(f"{args.corpus}: no manifest.jsonl")
     out = Path(args.out)

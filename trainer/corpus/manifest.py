@@ -69,11 +69,15 @@ def _id_key(object_id: str) -> tuple[int, int | str]:
     return (0, int(object_id)) if object_id.isdigit() else (1, object_id)
 
 
+def manifest_path(corpus: str | Path) -> Path:
+    """The manifest file of a corpus directory, or the path itself when it is not a directory."""
+    p = Path(corpus)
+    return p / MANIFEST_NAME if p.is_dir() else p
+
+
 def read_manifest(path: str | Path) -> list[ManifestRow]:
     """Read a manifest file (or a corpus directory holding manifest.jsonl)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / MANIFEST_NAME
+    path = manifest_path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: no such manifest")
     rows = []
@@ -92,9 +96,7 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
 
 def write_manifest(path: str | Path, rows: Iterable[ManifestRow]) -> Path:
     """Write rows atomically (temp file + rename), sorted by object id for stable diffs."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / MANIFEST_NAME
+    path = manifest_path(path)
     tmp = path.with_suffix(".jsonl.tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for row in sorted(rows, key=lambda r: _id_key(r.object_id)):
