@@ -1,16 +1,16 @@
 """python -m streams: the artroute streaming side — embedded stack, worker, replay, demo, benchmark."""
 import sys
 
-from streams.cli import dispatch
+from streams.contract.cli import dispatch
 
 COMMANDS = {
     "stack up": ("streams.stack.cli_up", "start Kafka (tansu), S3 (SeaweedFS) and Triton; Ctrl-C stops all"),
     "stack down": ("streams.stack.cli_down", "stop a stack started in the background"),
-    "worker": ("streams.worker_cli", "run the routing worker (faust) against the configured servers"),
-    "replay": ("streams.replay", "publish intake events for every image in a bucket (back-catalog)"),
-    "demo": ("streams.demo", "the whole job end to end on the embedded stack"),
-    "bench": ("streams.bench", "pipeline images/s vs the model in-process; latency; batch fill (JSON)"),
-    "settings": ("streams.settings_cli", "print the settings table (env vars, defaults) or current values"),
+    "worker": ("streams.worker.cli", "run the routing worker (faust) against the configured servers"),
+    "replay": ("streams.worker.replay", "publish intake events for every image in a bucket (back-catalog)"),
+    "demo": ("streams.orchestration.demo", "the whole job end to end on the embedded stack"),
+    "bench": ("streams.orchestration.bench", "pipeline images/s vs the model in-process; latency; batch fill (JSON)"),
+    "settings": ("streams.worker.settings_cli", "print the settings table (env vars, defaults) or current values"),
 }
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.settings import Settings
+from streams.worker.settings import Settings
 from streams.stack.stack import Stack, StackConfig
 
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from streams.__main__ import COMMANDS as STREAMS_COMMANDS
-from streams.settings_cli import settings_table
+from streams.worker.settings_cli import settings_table
 from trainer.__main__ import COMMANDS as TRAINER_COMMANDS
 
 PY = sys.executable

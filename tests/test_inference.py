@@ -6,7 +6,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from streams.inference import ModelUnavailable, TritonModel
+from streams.worker.inference import ModelUnavailable, TritonModel
 from streams.stack.processes import free_port
 from streams.stack.servers import TritonServer
 

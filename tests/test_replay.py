@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from streams.harness import Upload, WorkerProcess, upload_all
-from streams.replay import replay
+from streams.orchestration.harness import Upload, WorkerProcess, upload_all
+from streams.worker.replay import replay
 from streams.stack.servers import create_topics
 from tests.worker_fixtures import jpeg, outcomes_for, unique_prefix
 

@@ -18,8 +18,8 @@ import torch
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from minio import Minio
 
-from streams.events import parse_intake
-from streams.inference import TritonModel
+from streams.worker.events import parse_intake
+from streams.worker.inference import TritonModel
 from streams.stack.processes import descendants
 
 pytestmark = pytest.mark.stack

@@ -12,9 +12,9 @@ import struct
 import pytest
 from PIL import Image
 
-from streams.events import to_s3_event_json
-from streams.harness import Upload, upload_all
-from streams.publisher import Publisher
+from streams.worker.events import to_s3_event_json
+from streams.orchestration.harness import Upload, upload_all
+from streams.worker.publisher import Publisher
 from tests.model_fixture import DEPARTMENTS
 from tests.worker_fixtures import MAX_OBJECT_BYTES, jpeg, outcomes_for, unique_prefix
 

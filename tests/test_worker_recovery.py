@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from streams.harness import Upload, upload_all
+from streams.orchestration.harness import Upload, upload_all
 from tests.worker_fixtures import jpeg, outcomes_for, unique_prefix
 
 pytestmark = pytest.mark.stack

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from streams.harness import WorkerProcess, collect_outcomes
+from streams.orchestration.harness import WorkerProcess, collect_outcomes
 from streams.stack.processes import free_port
 from trainer.synthetic import draw
 

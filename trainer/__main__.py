@@ -1,7 +1,7 @@
 """python -m trainer: build corpora, train, evaluate, export and report artroute's department models."""
 import sys
 
-from streams.cli import dispatch
+from streams.contract.cli import dispatch
 
 COMMANDS = {
     "corpus met": ("trainer.corpus.met_cli", "harvest a department-labelled corpus from the MET Collection API"),

@@ -28,7 +28,7 @@ from trainer.data import DataError, ImageDataset, Sample, class_weights, load_co
 from trainer.models import ModelError, available, create_model
 from trainer.run import TrainConfig
 from trainer.synthetic import write_corpus
-from trainer.taxonomy import TaxonomyError, load_taxonomy
+from streams.contract.taxonomy import TaxonomyError, load_taxonomy
 from trainer.train import lr_factor, param_groups, train_one_epoch
 
 SYNTHETIC_LABELS = ["disc", "square", "hstripes", "vstripes", "triangle", "ring"]

@@ -1,6 +1,6 @@
 """Datasets from a corpus manifest: taxonomy mapping, augmentation, samplers.
 
-Evaluation images go through `streams.imaging.to_model_input` exactly (the serving preprocessing).
+Evaluation images go through `streams.contract.imaging.to_model_input` exactly (the serving preprocessing).
 Training augmentation (random crop, optionally TrivialAugmentWide, flip, brightness/contrast) ends in that
 same letterbox. Augmentation
 randomness is drawn from a generator seeded by (seed, epoch, sample index), so a sample's augmentation
@@ -18,12 +18,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from streams.imaging import load_image, to_model_input, to_rgb
-from streams.settings import Settings
+from streams.contract.imaging import MAX_IMAGE_PIXELS, load_image, to_model_input, to_rgb
 from trainer.corpus.manifest import ManifestRow, manifest_path, read_manifest, resolve_image
-from trainer.taxonomy import Taxonomy
+from streams.contract.taxonomy import Taxonomy
 
-MAX_IMAGE_PIXELS = Settings.model_fields["max_image_pixels"].default
 
 
 class DataError(ValueError):

@@ -21,7 +21,7 @@ from trainer.data import DataError, ImageDataset, load_corpus, load_split
 from trainer.metrics import group_probs, summarize
 from trainer.models import ModelError
 from trainer.run import Calibration, RunError, RunInfo, load_model, write_json
-from trainer.taxonomy import Taxonomy, TaxonomyClass, TaxonomyError, load_taxonomy
+from streams.contract.taxonomy import Taxonomy, TaxonomyClass, TaxonomyError, load_taxonomy
 from trainer.train import predict
 
 

@@ -23,7 +23,7 @@ from trainer import report_figures as figs
 from trainer.data import DataError, load_corpus, load_split
 from trainer.models import ModelError
 from trainer.run import RunError, RunInfo, TrainConfig, read_config, read_info
-from trainer.taxonomy import TaxonomyError
+from streams.contract.taxonomy import TaxonomyError
 
 TEMPLATES = Path(__file__).with_name("templates")
 EXAMPLES = 8  # per kind (most confident right, most confident wrong)

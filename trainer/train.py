@@ -36,7 +36,7 @@ from trainer.metrics import summarize
 from trainer.models import ModelError, available, create_model
 from trainer.regularize import Ema, mix_batch
 from trainer.run import Calibration, RunError, RunInfo, TrainConfig, read_config, sha256_file, write_json
-from trainer.taxonomy import TaxonomyError, load_taxonomy
+from streams.contract.taxonomy import TaxonomyError, load_taxonomy
 
 
 def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:

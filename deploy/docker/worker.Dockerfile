@@ -20,12 +20,11 @@ WORKDIR /src
 COPY requirements.lock ./
 COPY deploy/docker/worker-requirements.txt ./deploy/docker/
 RUN pip install -c requirements.lock -r deploy/docker/worker-requirements.txt
-# Then the project, without its declared dependencies (torch...). README.md* is optional (pyproject's readme).
+# Then the streaming side only (streams/ never imports trainer/), without its declared dependencies (torch...). README.md* is optional (pyproject's readme).
 COPY pyproject.toml README.md* ./
 COPY streams ./streams
-COPY trainer ./trainer
 RUN pip install --no-deps . \
- && python -c "import streams.settings, streams.imaging" \
+ && python -c "import streams.worker.settings, streams.contract.imaging" \
  && ! python -c "import torch" 2>/dev/null
 
 FROM ${PYTHON_IMAGE}

@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 
-from streams.settings import endpoints_file
+from streams.worker.settings import endpoints_file
 from streams.stack.processes import StackError
 from streams.stack.stack import read_endpoints
 

@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from streams.settings import endpoints_file
+from streams.worker.settings import endpoints_file
 from streams.stack.processes import StackError
 from streams.stack.stack import Stack, StackConfig, read_endpoints
 

@@ -3,7 +3,7 @@
 `Stack` is used by `python -m streams stack up`, by `make demo` and, unchanged, by the pytest fixtures.
 It starts the servers in dependency order on free loopback ports (or the ports configured), waits until
 each is really ready, writes the endpoints to a JSON file the other commands read (its keys are
-`streams.settings.Settings` field names), and stops everything in reverse order.
+`streams.worker.settings.Settings` field names), and stops everything in reverse order.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.settings import DEFAULT_STATE_DIR, Settings, endpoints_file
+from streams.worker.settings import DEFAULT_STATE_DIR, Settings, endpoints_file
 from streams.stack.processes import StackError, free_port, require_free
 from streams.stack.servers import KafkaServer, S3Server, TritonServer
 

@@ -1,6 +1,6 @@
 """Deployment files (deploy/, .dockerignore, docs/deploy.md) agree with the code and hold no secrets.
 
-Fast and offline: YAML parsing, cross-checks against streams.settings.Settings and the CLI registries,
+Fast and offline: YAML parsing, cross-checks against streams.worker.settings.Settings and the CLI registries,
 and, where the tools are installed, `kubectl kustomize` / `kustomize build` and `docker compose config`
 (each such test skips when its tool is absent).
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streams.settings import Settings
+from streams.worker.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -629,9 +629,11 @@ def test_dockerfile_copy_sources_exist_and_reach_the_build_context(dockerfile):
                 assert matches, f"{dockerfile}: COPY source {src} does not exist"
             for m in matches:
                 assert not _ignored(m, rules), f"{dockerfile}: COPY source {m} is excluded by .dockerignore"
-    # The package sources and the lock file reach both images; local state and secrets never do.
+    # The package sources and the lock file reach both images (the worker's without trainer/: the serving
+    # side never imports it); local state and secrets never do.
     flat = {s for srcs in copies for s in srcs}
-    assert {"streams", "trainer", "requirements.lock"} <= flat
+    assert {"streams", "requirements.lock"} <= flat
+    assert ("trainer" in flat) == (dockerfile == "trainer.Dockerfile")
     for never in (".venv", ".git", "model_repository", "deploy/compose/.env", "runs", ".artroute",
                   "deploy/k8s/overlays/production/secrets/kafka.env"):
         assert _ignored(never, rules), never
@@ -756,7 +758,7 @@ def test_worker_code_path_imports_only_what_the_worker_image_installs():
     from packaging.utils import canonicalize_name
 
     seen, third = _worker_closure()
-    assert {"streams.settings", commands("streams")["worker"][0]} <= seen
+    assert {"streams.worker.settings", commands("streams")["worker"][0]} <= seen
     for top, via in third.items():
         assert top not in FORBIDDEN_IN_WORKER, f"{via} imports {top}; the worker image has no {top}"
     installed = _installed_by(read_lines(DOCKER / "worker-requirements.txt"))

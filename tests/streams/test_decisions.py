@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from streams.decisions import (MET_DEPARTMENTS, DeadLetter, RoutingDecision, decide, decision_id,
+from streams.worker.decisions import (MET_DEPARTMENTS, DeadLetter, RoutingDecision, decide, decision_id,
                                met_department_id)
-from streams.events import IntakeEvent, parse_intake, to_s3_event_json
-from streams.schemas import SCHEMA_DIR, render_schemas
+from streams.worker.events import IntakeEvent, parse_intake, to_s3_event_json
+from streams.worker.schemas import SCHEMA_DIR, render_schemas
 
 NOW = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
 EVENT = IntakeEvent(bucket="artworks", key="Ägypten/статуя 1.jpg", size=15201, etag="a3c5e8f1", version_id="v7",
@@ -158,7 +158,7 @@ def test_committed_schemas_match_the_models():
     assert set(rendered) == {"routing-decision.schema.json", "dead-letter.schema.json"}
     for name, text in rendered.items():
         path = SCHEMA_DIR / name
-        assert path.is_file(), f"{path} missing: run streams.schemas.write_schemas()"
-        assert path.read_text(encoding="utf-8") == text, f"{path} is stale: run streams.schemas.write_schemas()"
+        assert path.is_file(), f"{path} missing: run streams.worker.schemas.write_schemas()"
+        assert path.read_text(encoding="utf-8") == text, f"{path} is stale: run streams.worker.schemas.write_schemas()"
     decision = json.loads(rendered["routing-decision.schema.json"])
     assert {"decision_id", "department", "top3", "needs_review"} <= set(decision["required"])

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from streams import seaweed_pb
-from streams.events import IntakeEvent, parse_intake, seaweed_etag, to_s3_event_json
+from streams.worker import seaweed_pb
+from streams.worker.events import IntakeEvent, parse_intake, seaweed_etag, to_s3_event_json
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

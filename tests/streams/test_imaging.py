@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from streams.imaging import ImageRejected, decode_image, load_image, to_rgb
+from streams.contract.imaging import ImageRejected, decode_image, load_image, to_rgb
 
 TARGET = (64, 64)
 LIMIT = 120_000_000

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from streams.cli import dispatch
+from streams.contract.cli import dispatch
 from trainer.__main__ import COMMANDS
 from trainer.corpus.manifest import assign_split, read_manifest, resolve_image
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from streams.imaging import to_model_input
+from streams.contract.imaging import to_model_input
 from trainer.corpus.manifest import read_manifest
 from trainer.evaluate import evaluate_run
 from trainer.export import export_run, quick_train_and_export

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from streams.decisions import met_department_id
+from streams.worker.decisions import met_department_id
 from trainer.metapi.models import DEPARTMENT_ALIASES, DEPARTMENT_LABELS
-from trainer.taxonomy import load_taxonomy
+from streams.contract.taxonomy import load_taxonomy
 
 
 @pytest.mark.parametrize("name,n_classes", [("met-19", 19), ("met-6", 6)])

@@ -11,7 +11,7 @@ import torch
 from trainer.models import ModelError, create_model
 from trainer.run import TrainConfig, read_info
 from trainer.synthetic import write_corpus
-from trainer.taxonomy import TaxonomyError, load_taxonomy
+from streams.contract.taxonomy import TaxonomyError, load_taxonomy
 from trainer.train import train
 
 LABELS = ["disc", "square", "hstripes", "vstripes"]

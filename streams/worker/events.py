@@ -8,7 +8,7 @@ missing fields, wrong types: the worker dead-letters the original bytes). Two wi
 * S3 bucket-notification JSON, as MinIO sends it (``{"EventName", "Key", "Records": [...]}``) or as AWS
   sends it (``{"Records": [...]}``, event names without the ``s3:`` prefix). Object keys are URL-encoded
   with ``+`` for spaces and are decoded here.
-* SeaweedFS filer ``EventNotification`` protobuf (`streams.seaweed_pb`), Kafka key = the entry's full
+* SeaweedFS filer ``EventNotification`` protobuf (`streams.worker.seaweed_pb`), Kafka key = the entry's full
   path. The S3 gateway keeps bucket ``b`` under ``/buckets/b/``.
 
 `to_s3_event_json` writes MinIO-format JSON (the replay command publishes it). docs/events.md has the
@@ -27,7 +27,7 @@ from urllib.parse import quote_plus, unquote_plus
 from google.protobuf.message import DecodeError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from streams import seaweed_pb
+from streams.worker import seaweed_pb
 
 Source = Literal["s3", "seaweedfs"]
 IgnoreReason = Literal["delete", "directory", "multipart_part", "system_path", "not_image", "metadata_only",

@@ -7,7 +7,7 @@ import json
 
 from pydantic import SecretStr
 
-from streams.settings import Settings
+from streams.worker.settings import Settings
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

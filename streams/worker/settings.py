@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, JsonConfigSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
+from streams.contract.imaging import MAX_IMAGE_PIXELS
+
 DEFAULT_STATE_DIR = Path(".artroute")
 
 
@@ -73,7 +75,7 @@ class Settings(BaseSettings):
     fetch_concurrency: int = Field(16, ge=1, description="Concurrent object downloads per worker.")
     decode_threads: int = Field(2, ge=1, description="Threads decoding images (Pillow releases the GIL).")
     max_object_bytes: int = Field(50 * 2**20, ge=1, description="Objects larger than this are dead-lettered.")
-    max_image_pixels: int = Field(120_000_000, ge=1, description="Decompression-bomb guard (pixels).")
+    max_image_pixels: int = Field(MAX_IMAGE_PIXELS, ge=1, description="Decompression-bomb guard (pixels).")
     review_min_confidence: float = Field(0.75, ge=0, le=1, description="Below this calibrated top-1 score: review.")
     review_min_margin: float = Field(0.15, ge=0, le=1, description="Below this top-1 minus top-2: review.")
     metrics_port: int = Field(0, ge=0, description="Prometheus metrics port; 0 disables the endpoint.")

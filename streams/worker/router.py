@@ -18,14 +18,14 @@ from datetime import datetime, timezone
 import numpy as np
 from aiokafka.errors import KafkaError
 
-from streams import metrics
-from streams.decisions import DeadLetter, RoutingDecision, decide
-from streams.events import IntakeEvent, parse_intake
-from streams.imaging import ImageRejected, decode_image
-from streams.inference import ModelInfo, TritonModel
-from streams.publisher import Publisher, Record
-from streams.settings import Settings
-from streams.store import FetchError, ObjectStore
+from streams.worker import metrics
+from streams.worker.decisions import DeadLetter, RoutingDecision, decide
+from streams.worker.events import IntakeEvent, parse_intake
+from streams.contract.imaging import ImageRejected, decode_image
+from streams.worker.inference import ModelInfo, TritonModel
+from streams.worker.publisher import Publisher, Record
+from streams.worker.settings import Settings
+from streams.worker.store import FetchError, ObjectStore
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ import ssl
 
 import faust
 
-from streams.metrics import HealthServer
-from streams.router import Router
-from streams.settings import Settings
+from streams.worker.metrics import HealthServer
+from streams.worker.router import Router
+from streams.worker.settings import Settings
 
 
 def broker_credentials(settings: Settings):
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
         broker_credentials=broker_credentials(settings),
         store="memory://",
         autodiscover=False,
-        web_enabled=False,                       # our own /metrics and /healthz: streams.metrics
+        web_enabled=False,                       # our own /metrics and /healthz: streams.worker.metrics
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,
         # tansu quirk: ListOffsets LATEST is wrong, so never start from "latest"; a new group reads from the

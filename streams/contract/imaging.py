@@ -19,6 +19,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 PAD_RGB = (0, 0, 0)
+MAX_IMAGE_PIXELS = 120_000_000
+"""Default decompression-bomb guard (pixels): the worker's ARTROUTE_MAX_IMAGE_PIXELS and the trainer's decoder."""
 
 
 def letterbox(img: Image.Image, size: tuple[int, int]) -> Image.Image:

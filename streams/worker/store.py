@@ -14,7 +14,7 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
-from streams.settings import Settings
+from streams.worker.settings import Settings
 
 
 class FetchError(Exception):

@@ -1,6 +1,6 @@
 """Taxonomies: which classes a model predicts, and which manifest labels feed each class.
 
-A taxonomy is a YAML file (see trainer/taxonomies/): a name and an ordered list of classes, each listing
+A taxonomy is a YAML file (see streams/contract/taxonomies/): a name and an ordered list of classes, each listing
 the manifest labels it merges. Labels that no class lists are dropped. ``corpus`` is the taxonomy made
 from a corpus' own labels (one class per label, sorted), for institutions with their own vocabulary.
 """

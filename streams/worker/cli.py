@@ -14,7 +14,7 @@ import sys
 
 from pydantic import ValidationError
 
-from streams.settings import Settings
+from streams.worker.settings import Settings
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import faust
 
-    from streams.app import create_app
+    from streams.worker.app import create_app
 
     try:
         settings = Settings()

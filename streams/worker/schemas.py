@@ -1,8 +1,8 @@
 """JSON Schemas of the published messages, committed under docs/schemas/ (a test keeps them in sync).
 
-Regenerate after changing `streams.decisions`:
+Regenerate after changing `streams.worker.decisions`:
 
-    .venv/bin/python -c "from streams.schemas import write_schemas; write_schemas()"
+    .venv/bin/python -c "from streams.worker.schemas import write_schemas; write_schemas()"
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from streams.decisions import DeadLetter, RoutingDecision
+from streams.worker.decisions import DeadLetter, RoutingDecision
 
-SCHEMA_DIR = Path(__file__).resolve().parents[1] / "docs" / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 SCHEMAS: dict[str, type[BaseModel]] = {
     "routing-decision.schema.json": RoutingDecision,
     "dead-letter.schema.json": DeadLetter,

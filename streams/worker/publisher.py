@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
 
-from streams.settings import Settings
+from streams.worker.settings import Settings
 
 Record = tuple[str, bytes | None, bytes]  # (topic, key, value)
 

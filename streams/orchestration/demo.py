@@ -21,9 +21,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from streams.harness import (Outcomes, Upload, WorkerProcess, collect_outcomes, percentile, upload_all,
+from streams.orchestration.harness import (Outcomes, Upload, WorkerProcess, collect_outcomes, percentile, upload_all,
                              warm_up)
-from streams.settings import Settings
+from streams.worker.settings import Settings
 from streams.stack.processes import StackError
 from streams.stack.servers import check_model_repository
 from streams.stack.stack import Stack, StackConfig

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from streams.harness import Upload, WorkerProcess, collect_outcomes, percentile, upload_all, wait_for
-from streams.settings import Settings
+from streams.orchestration.harness import Upload, WorkerProcess, collect_outcomes, percentile, upload_all, wait_for
+from streams.worker.settings import Settings
 from streams.stack.processes import StackError, descendants, free_port, proc_stats
 from streams.stack.servers import check_model_repository
 from streams.stack.stack import Stack, StackConfig
@@ -166,7 +166,7 @@ def main(args: argparse.Namespace) -> int:
         stack.start()
         endpoints = stack.write_endpoints(run_dir / "endpoints.json")
         settings = stack.settings_for_clients()
-        from streams.inference import TritonModel
+        from streams.worker.inference import TritonModel
 
         async def info():
             m = TritonModel(settings.triton_url, models[0])

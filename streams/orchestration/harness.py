@@ -18,8 +18,8 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 
-from streams.settings import Settings, endpoints_file
-from streams.store import make_client
+from streams.worker.settings import Settings, endpoints_file
+from streams.worker.store import make_client
 
 
 @dataclass

@@ -3,6 +3,10 @@
 Each command lives in its own module exposing ``add_arguments(parser)`` and ``main(args) -> int``; the
 module's docstring (first line) is the one-line help. Modules are imported only when their command runs
 or its ``--help`` is asked for, so ``--help`` at the top stays fast (no torch import).
+
+One error path for every command: a command raises `UserError` (bad input, a missing file, a refused
+operation) and the dispatcher prints it once as ``<prog> <command>: error: <first line>`` and exits 2.
+Commands do not catch and print errors themselves; anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -11,6 +15,12 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+
+class UserError(Exception):
+    """An error the user can fix (bad input, missing file, refused operation): one line, exit status 2.
+
+    Subclass it for a module's own errors (`TaxonomyError`, `ManifestError`, ...) so the dispatcher
+    reports them without every command catching them."""
 
 
 def dispatch(prog: str, description: str, commands: dict[str, tuple[str, str]],
@@ -61,4 +71,9 @@ def dispatch(prog: str, description: str, commands: dict[str, tuple[str, str]],
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(cmd)
     args = cmd.parse_args(rest)
-    return int(module.main(args) or 0)
+    try:
+        return int(module.main(args) or 0)
+    except UserError as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        print(f"{prog} {name}: error: {first}", file=sys.stderr)
+        return 2

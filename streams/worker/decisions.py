@@ -4,7 +4,7 @@
 decision id is a UUIDv5 of (bucket, key, etag, model name, model version): the same object content
 decided by the same model always gets the same id, so redeliveries and replays are idempotent
 downstream. Both models carry `schema_version`; their JSON Schemas are committed under docs/schemas/
-(`streams.schemas.write_schemas`).
+(`streams.worker.schemas.write_schemas`).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from streams.events import IntakeEvent, Source
+from streams.worker.events import IntakeEvent, Source
 
 DECISION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:artroute:routing-decision")
 ReviewReason = Literal["low_confidence", "small_margin"]

@@ -21,10 +21,10 @@ from aiokafka import AIOKafkaConsumer
 from pydantic import BaseModel
 from tqdm import tqdm
 
-from streams.events import classify_object, to_s3_event_json
-from streams.publisher import Publisher
-from streams.settings import DEFAULT_STATE_DIR, Settings
-from streams.store import make_client
+from streams.worker.events import classify_object, to_s3_event_json
+from streams.worker.publisher import Publisher
+from streams.worker.settings import DEFAULT_STATE_DIR, Settings
+from streams.worker.store import make_client
 
 
 class ReplaySummary(BaseModel):
