@@ -34,6 +34,7 @@ def broker_credentials(settings: Settings):
 def create_app(settings: Settings | None = None, router: Router | None = None) -> faust.App:
     settings = settings or Settings()
     router = router or Router(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(
         settings.consumer_group,
         broker=[f"kafka://{b.strip()}" for b in settings.kafka_brokers.split(",")],

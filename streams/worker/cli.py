@@ -52,7 +52,11 @@ def main(args: argparse.Namespace) -> int:
         raise invalid_option(e, prefix="ARTROUTE_") from None
     if args.log_level:
         settings = settings.model_copy(update={"log_level": args.log_level})
-    asyncio.run(preflight(settings))
+    loop = asyncio.new_event_loop()  # not asyncio.run: that unsets the main thread's loop faust starts from
+    try:
+        loop.run_until_complete(preflight(settings))
+    finally:
+        loop.close()
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False)
     setup_logging(settings)
