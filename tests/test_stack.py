@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -183,4 +184,15 @@ def test_model_without_cpu_config_is_named(tmp_path):
     (tmp_path / "repo" / "artroute" / "1").mkdir(parents=True)
     (tmp_path / "repo" / "artroute" / "config.pbtxt").write_text('platform: "pytorch_libtorch"')
     line = _stack_up_error(tmp_path, "--model-repository", str(tmp_path / "repo"))
+    assert "artroute: no configs/cpu-onnx.pbtxt" in line
+    line = _stack_up_error(tmp_path, "--model-repository", str(tmp_path / "repo"), "--triton-config", "cpu")
     assert "artroute: no configs/cpu.pbtxt" in line
+
+
+def test_a_version_exported_before_the_contract_is_named(tmp_path, served_model_repository):
+    old = tmp_path / "repo" / "artroute"
+    shutil.copytree(served_model_repository / "artroute", old)
+    for version in old.iterdir():
+        (version / "contract.json").unlink(missing_ok=True)
+    line = _stack_up_error(tmp_path, "--model-repository", str(tmp_path / "repo"))
+    assert "no version holds model.py, model.onnx and contract.json" in line and "export it again" in line

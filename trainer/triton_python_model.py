@@ -39,6 +39,8 @@ class TritonPythonModel:
             options = ort.SessionOptions()
             if threads:
                 options.intra_op_num_threads = threads
+            # like OMP_WAIT_POLICY=PASSIVE for torch: idle threads must not spin on cores the worker shares
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = ort.InferenceSession(str(version_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
             self.forward = lambda batch: session.run(self.output_names, {self.input_name: batch})
         elif runtime == "torchscript":

@@ -104,6 +104,7 @@ def raw_model_rate(version_dir: Path, config: str, shape: tuple[int, int, int], 
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the runner does
         session = ort.InferenceSession(str(version_dir / MODEL_FILES[config]), options,
                                        providers=["CPUExecutionProvider"])
         run = lambda: session.run(None, {IMAGE.name: x})  # noqa: E731

@@ -35,8 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--s3-port", type=int, help="S3 port; port+10000 must be free too (default: a free one)")
     p.add_argument("--triton-grpc-port", type=int, help="Triton gRPC port (default: a free one)")
     p.add_argument("--triton-http-port", type=int, help="Triton HTTP port (default: a free one)")
-    p.add_argument("--triton-config", choices=CPU_VARIANTS, help="Triton's CPU config: cpu (model.pt, torch) or "
-                   f"cpu-onnx (model.onnx, onnxruntime) (default: {DEFAULT_CPU_VARIANT})")
+    p.add_argument("--triton-config", choices=CPU_VARIANTS, help="Triton's CPU config: cpu-onnx (model.onnx, "
+                   f"onnxruntime) or cpu (model.pt, torch) (default: {DEFAULT_CPU_VARIANT}, or "
+                   "$ARTROUTE_STACK_TRITON_CONFIG)")
     p.add_argument("--no-triton", action="store_true", help="start only Kafka and S3")
     p.add_argument("--detach", action="store_true", help="return once ready; stop later with `stack down`")
 

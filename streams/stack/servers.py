@@ -16,8 +16,10 @@ from pathlib import Path
 from streams.contract.triton_config import CONTRACT_FILE, CPU_VARIANTS, MODEL_FILES, RUNNER_FILE, VARIANT_FILES
 from streams.stack.processes import ManagedProcess, StackError, wait_until
 
-DEFAULT_CPU_VARIANT = "cpu"
-"""What the embedded stack serves unless ARTROUTE_STACK_TRITON_CONFIG says otherwise (docs/benchmarks.md)."""
+DEFAULT_CPU_VARIANT = "cpu-onnx"
+"""What the embedded stack serves unless ARTROUTE_STACK_TRITON_CONFIG says otherwise: model.onnx with
+onnxruntime, which took 16-18 ms of Triton CPU per EfficientNet-Lite0 image where model.pt with torch took
+42-43 ms (docs/benchmarks.md, "ONNX or TorchScript on the CPU stack")."""
 
 
 def _package_dir(name: str) -> Path | None:

@@ -32,8 +32,8 @@ class StackConfig(BaseSettings):
     run_dir: Path = Field(DEFAULT_STATE_DIR / "stack", description="Logs, data and the endpoints file.")
     model_repository: Path = Field(Path("model_repository"), description="Triton model repository to serve.")
     triton_config: CpuVariant = Field(
-        DEFAULT_CPU_VARIANT, description="Which CPU config Triton serves: `cpu` runs model.pt with torch, "
-                                         "`cpu-onnx` model.onnx with onnxruntime (both in the python backend).")
+        DEFAULT_CPU_VARIANT, description="Which CPU config Triton serves: `cpu-onnx` runs model.onnx with "
+                                         "onnxruntime, `cpu` model.pt with torch (both in the python backend).")
     kafka_port: int = Field(0, ge=0, le=65535, description="tansu listener port.")
     s3_port: int = Field(0, ge=0, le=65535, description="SeaweedFS S3 gateway port (+10000 is its gRPC port).")
     triton_grpc_port: int = Field(0, ge=0, le=65535, description="Triton gRPC port.")

@@ -14,7 +14,7 @@ import logging
 
 from streams.contract.model import ModelContract
 from streams.contract.retry import RetryPolicy, call_with_retries
-from streams.worker.inference import ServedModel, TritonModel
+from streams.worker.inference import ModelUnavailable, ServedModel, TritonModel
 
 log = logging.getLogger(__name__)
 CONFIG_LAG_S = 10.0
@@ -64,6 +64,11 @@ class ContractBook:
 
         policy = RetryPolicy(what=f"contract of version {version}", initial_s=0.5, max_s=2.0,
                              deadline_s=CONFIG_LAG_S)
-        return await call_with_retries(reread, transient=lambda e: isinstance(e, UnknownContract), policy=policy,
-                                       stop=self.stop)
+        try:
+            return await call_with_retries(reread, transient=lambda e: isinstance(e, UnknownContract),
+                                           policy=policy, stop=self.stop)
+        except UnknownContract:
+            if self.stop is not None and self.stop.is_set():  # shutting down: undecided, so redelivered
+                raise ModelUnavailable(f"stopped while looking for the contract of version {version}") from None
+            raise
 
