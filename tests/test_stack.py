@@ -192,7 +192,7 @@ def test_model_without_cpu_config_is_named(tmp_path):
 def test_a_version_exported_before_the_contract_is_named(tmp_path, served_model_repository):
     old = tmp_path / "repo" / "artroute"
     shutil.copytree(served_model_repository / "artroute", old)
-    for version in old.iterdir():
-        (version / "contract.json").unlink(missing_ok=True)
+    for version in (d for d in old.iterdir() if d.name.isdigit()):
+        (version / "contract.json").unlink()
     line = _stack_up_error(tmp_path, "--model-repository", str(tmp_path / "repo"))
     assert "no version holds model.py, model.onnx and contract.json" in line and "export it again" in line

@@ -53,9 +53,13 @@ def read_contracts(model_dir: Path) -> dict[int, ModelContract]:
             raise ExportError(f"{d}: no {CONTRACT_FILE} (exported before the model contract); remove that "
                               f"version or export under a new --model-name")
         try:
-            out[int(d.name)] = ModelContract.model_validate_json(path.read_text(encoding="utf-8"))
+            contract = ModelContract.model_validate_json(path.read_text(encoding="utf-8"))
         except ValidationError as e:
             raise ExportError(f"{path}: not a model contract: {str(e).splitlines()[0]}") from None
+        if contract.version != int(d.name):
+            raise ExportError(f"{path}: says version {contract.version}, lies in {d.name}/ (copy a version to its "
+                              "own number)")
+        out[int(d.name)] = contract
     return out
 
 
