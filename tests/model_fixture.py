@@ -7,12 +7,17 @@ from pathlib import Path
 DEPARTMENTS = ["Egyptian Art", "Asian Art", "European Paintings", "Arms and Armor"]
 
 
-def build_model_repository(dest: Path, epochs: int = 2) -> Path:
+def build_model_repository(dest: Path, epochs: int = 2, model_name: str = "artroute",
+                           labels: list[str] = DEPARTMENTS) -> Path:
+    """Export into dest/<model_name> (the next version); the corpus rows carry the MET department ids,
+    so the model's contract does too (taxonomy `corpus`: ids from the rows)."""
     from trainer.export import quick_train_and_export
+    from trainer.metapi.models import department_id
     from trainer.synthetic import write_corpus
 
-    corpus = dest.parent / f"{dest.name}-corpus"
-    write_corpus(corpus, DEPARTMENTS, per_class=40, seed=1)
-    quick_train_and_export(corpus, dest, "artroute", arch="tiny", image_size=64, epochs=epochs,
-                           run_dir=dest.parent / f"{dest.name}-run", seed=0)
+    tag = f"{dest.name}-{model_name}-{'-'.join(lb.split()[0] for lb in labels)}"
+    corpus = dest.parent / f"{tag}-corpus"
+    write_corpus(corpus, labels, per_class=40, seed=1, department_ids={lb: department_id(lb) for lb in labels})
+    quick_train_and_export(corpus, dest, model_name, arch="tiny", image_size=64, epochs=epochs,
+                           run_dir=dest.parent / f"{tag}-run", seed=0)
     return dest

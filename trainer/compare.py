@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from math import comb
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel
 
+from streams.contract.cli import UserError
 from trainer.metrics import summarize
 
 
@@ -40,7 +40,7 @@ class Comparison(BaseModel):
     mcnemar_p: float      # exact two-sided binomial test of only_a_right vs only_b_right
 
 
-class CompareError(ValueError):
+class CompareError(UserError):
     """Runs that cannot be compared; the message is one line."""
 
 
@@ -51,11 +51,15 @@ def pooled(runs: list[str], split: str) -> tuple[list[str], dict[str, tuple[int,
         path = Path(run) / f"eval_{split}.json"
         if not path.is_file():
             raise CompareError(f"{path}: missing; run `python -m trainer evaluate --run {run} --split {split}`")
-        ev = json.loads(path.read_text(encoding="utf-8"))
-        if classes is not None and ev["classes"] != classes:
-            raise CompareError(f"{run}: classes {ev['classes']} differ from {classes}")
-        classes = ev["classes"]
-        for p in ev["predictions"]:
+        try:
+            ev = json.loads(path.read_text(encoding="utf-8"))
+            ev_classes, predictions = ev["classes"], ev["predictions"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise CompareError(f"{path}: not an evaluation ({type(e).__name__}: {e})") from None
+        if classes is not None and ev_classes != classes:
+            raise CompareError(f"{run}: classes {ev_classes} differ from {classes}")
+        classes = ev_classes
+        for p in predictions:
             key = str(Path(p["path"]).resolve())
             if key in out:
                 raise CompareError(f"{run}: {p['path']} is held out by two runs of the same side")
@@ -101,11 +105,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        c = compare(args.a, args.b, args.split)
-    except (CompareError, json.JSONDecodeError, KeyError) as e:
-        print(f"trainer compare: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
+    c = compare(args.a, args.b, args.split)
     for name, s in (("A", c.a), ("B", c.b)):
         print(f"{name}: top1={s.top1:.4f} macro_f1={s.macro_f1:.4f} ece={s.ece:.4f}  ({len(s.runs)} run(s))")
     print(f"{c.n} {c.split} images: only A right {c.only_a_right}, only B right {c.only_b_right}, "

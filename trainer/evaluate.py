@@ -9,18 +9,15 @@ taxonomy, summing the fine classes' probabilities per group.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from trainer import distributed as D
 from trainer.calibration import ece, fit_temperature, nll, softmax
-from trainer.corpus.manifest import ManifestError
 from trainer.data import DataError, ImageDataset, load_corpus, load_split
 from trainer.metrics import group_probs, summarize
-from trainer.models import ModelError
-from trainer.run import Calibration, RunError, RunInfo, load_model, write_json
+from trainer.run import Calibration, RunInfo, load_model, write_json
 from streams.contract.taxonomy import Taxonomy, TaxonomyClass, TaxonomyError, load_taxonomy
 from trainer.train import predict
 
@@ -99,11 +96,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        r = evaluate_run(args.run, args.split, args.group_by, args.corpus, args.batch_size, args.workers, args.device)
-    except (DataError, ModelError, RunError, TaxonomyError, ManifestError, FileNotFoundError) as e:
-        print(f"trainer evaluate: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
+    r = evaluate_run(args.run, args.split, args.group_by, args.corpus, args.batch_size, args.workers, args.device)
     m = r["metrics"]
     print(f"{r['run']} {r['split']} n={m['n']}: top1={m['top1']:.4f} top3={m['top3']:.4f} macro_f1={m['macro_f1']:.4f} "
           f"ece {m['ece_uncalibrated']:.4f} -> {m['ece']:.4f} (T={r['temperature']:.3f})")

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from streams.contract.cli import UserError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TORCHVISION = ("resnet18", "resnet50", "efficientnet_b0", "convnext_tiny", "mobilenet_v3_large",
@@ -21,7 +23,7 @@ TIMM = ("tf_efficientnet_lite0",)
 LOCAL = ("tiny",)
 
 
-class ModelError(ValueError):
+class ModelError(UserError):
     """An unknown architecture or unavailable weights; the message is one line."""
 
 

@@ -14,6 +14,10 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class UserError(Exception):
@@ -21,6 +25,15 @@ class UserError(Exception):
 
     Subclass it for a module's own errors (`TaxonomyError`, `ManifestError`, ...) so the dispatcher
     reports them without every command catching them."""
+
+
+def invalid_option(e: ValidationError, prefix: str = "--") -> UserError:
+    """The first error of options validated by a pydantic model, named like the option: `--batch-size: ...`
+    (prefix "--", underscores as dashes) or like the setting: `ARTROUTE_MAX_BATCH: ...` (prefix "ARTROUTE_")."""
+    err = e.errors()[0]
+    name = str(err["loc"][0]) if err["loc"] else "value"
+    name = f"--{name.replace('_', '-')}" if prefix == "--" else f"{prefix}{name.upper()}"
+    return UserError(f"{name}: {err['msg']}")
 
 
 def dispatch(prog: str, description: str, commands: dict[str, tuple[str, str]],

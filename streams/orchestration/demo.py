@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import random
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -191,11 +190,7 @@ def print_table(uploads: list[Upload], out: Outcomes, truth: dict[str, str]) -> 
 
 def main(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
-    try:
-        corpus, source = ensure_model(args.model_repository, args.out, args.offline)
-    except Exception as e:  # noqa: BLE001
-        print(f"demo: error: could not prepare a model: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+    corpus, source = ensure_model(args.model_repository, args.out, args.offline)
     run_dir = (args.out / "stack").resolve()
     stack = Stack(StackConfig(run_dir=run_dir, model_repository=args.model_repository), Settings())
     try:
@@ -213,9 +208,6 @@ def main(args: argparse.Namespace) -> int:
                   f"to s3://{settings.bucket}/incoming/ at {args.rate:g}/s ...", flush=True)
             upload_all(settings, uploads, rate=args.rate)
             out = asyncio.run(collect_outcomes(settings, [u.key for u in uploads], timeout=args.timeout, stall=60))
-    except StackError as e:
-        print(f"demo: error: {e}", file=sys.stderr)
-        return 2
     finally:
         print("stopping the worker and the stack ...", flush=True)
         stack.stop()

@@ -18,7 +18,12 @@ import time
 from pathlib import Path
 
 from streams.worker.settings import endpoints_file
+from pydantic import ValidationError
+
+from streams.contract.cli import invalid_option
+from streams.contract.triton_config import CPU_VARIANTS
 from streams.stack.processes import StackError
+from streams.stack.servers import DEFAULT_CPU_VARIANT
 from streams.stack.stack import Stack, StackConfig, read_endpoints
 
 
@@ -30,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--s3-port", type=int, help="S3 port; port+10000 must be free too (default: a free one)")
     p.add_argument("--triton-grpc-port", type=int, help="Triton gRPC port (default: a free one)")
     p.add_argument("--triton-http-port", type=int, help="Triton HTTP port (default: a free one)")
+    p.add_argument("--triton-config", choices=CPU_VARIANTS, help="Triton's CPU config: cpu-onnx (model.onnx, "
+                   f"onnxruntime) or cpu (model.pt, torch) (default: {DEFAULT_CPU_VARIANT}, or "
+                   "$ARTROUTE_STACK_TRITON_CONFIG)")
     p.add_argument("--no-triton", action="store_true", help="start only Kafka and S3")
     p.add_argument("--detach", action="store_true", help="return once ready; stop later with `stack down`")
 
@@ -38,10 +46,13 @@ def config_from_args(args: argparse.Namespace) -> StackConfig:
     overrides = {k: v for k, v in {
         "model_repository": args.model_repository, "run_dir": args.run_dir, "kafka_port": args.kafka_port,
         "s3_port": args.s3_port, "triton_grpc_port": args.triton_grpc_port,
-        "triton_http_port": args.triton_http_port}.items() if v is not None}
+        "triton_http_port": args.triton_http_port, "triton_config": args.triton_config}.items() if v is not None}
     if args.no_triton:
         overrides["with_triton"] = False
-    return StackConfig(**overrides)
+    try:
+        return StackConfig(**overrides)
+    except ValidationError as e:
+        raise invalid_option(e) from None
 
 
 def print_endpoints(path: Path) -> None:
@@ -55,14 +66,8 @@ def print_endpoints(path: Path) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        config = config_from_args(args)
-        if args.detach:
-            return _detach(args, config)
-        return _run(config)
-    except StackError as e:
-        print(f"stack: error: {e}", file=sys.stderr)
-        return 2
+    config = config_from_args(args)
+    return _detach(args, config) if args.detach else _run(config)
 
 
 def _run(config: StackConfig) -> int:
@@ -109,7 +114,7 @@ def _detach(args: argparse.Namespace, config: StackConfig) -> int:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-            raise StackError(lines[-1].removeprefix("stack: error: ") if lines else f"stack exited ({proc.returncode})")
+            raise StackError(lines[-1].split(": error: ", 1)[-1] if lines else f"stack exited ({proc.returncode})")
         if path.is_file() and read_endpoints(path).pid == proc.pid:
             print_endpoints(path)
             print(f"stack is up in the background (pid {proc.pid}); stop it with `python -m streams stack down`")

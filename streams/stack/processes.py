@@ -10,10 +10,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from streams.contract.cli import UserError
+
 PR_SET_PDEATHSIG = 1
 
 
-class StackError(RuntimeError):
+class StackError(UserError):
     """A configuration or start-up problem, reported to the user as one line."""
 
 

@@ -13,7 +13,13 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from streams.contract.triton_config import CONTRACT_FILE, CPU_VARIANTS, MODEL_FILES, RUNNER_FILE, VARIANT_FILES
 from streams.stack.processes import ManagedProcess, StackError, wait_until
+
+DEFAULT_CPU_VARIANT = "cpu-onnx"
+"""What the embedded stack serves unless ARTROUTE_STACK_TRITON_CONFIG says otherwise: model.onnx with
+onnxruntime, which took 16-18 ms of Triton CPU per EfficientNet-Lite0 image where model.pt with torch took
+42-43 ms (docs/benchmarks.md, "ONNX or TorchScript on the CPU stack")."""
 
 
 def _package_dir(name: str) -> Path | None:
@@ -139,7 +145,8 @@ class S3Server:
 
 
 class TritonServer:
-    """tritonserver from nvidia-pytriton, python backend, serving the repository's `configs/cpu.pbtxt`.
+    """tritonserver from nvidia-pytriton, python backend, serving the repository's `configs/<config>.pbtxt`
+    (`cpu`: model.pt with torch, `cpu-onnx`: model.onnx with onnxruntime; streams.contract.triton_config).
 
     Quirks handled: the python backend stub is *symlinked* into a private backend directory (a copy loses
     its library path); the venv's bin goes first on PATH so the stub's Python finds torch; readiness is
@@ -147,9 +154,10 @@ class TritonServer:
     prefix so they can be removed if the server is ever killed hard.
     """
 
-    def __init__(self, run_dir: Path, model_repository: Path, http_port: int, grpc_port: int, metrics_port: int):
+    def __init__(self, run_dir: Path, model_repository: Path, http_port: int, grpc_port: int, metrics_port: int,
+                 config: str = DEFAULT_CPU_VARIANT):
         self.repository = model_repository.resolve()
-        self.models = check_model_repository(self.repository)
+        self.models = check_model_repository(self.repository, config)
         self.http_port, self.grpc_port = http_port, grpc_port
         self.shm_prefix = f"artroute_{os.getpid()}_{grpc_port}_"
         home = triton_home()
@@ -161,7 +169,7 @@ class TritonServer:
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.process = ManagedProcess("triton", [
             str(home / "bin" / "tritonserver"), f"--model-repository={self.repository}",
-            f"--backend-directory={backends}", "--model-config-name=cpu", "--strict-readiness=false",
+            f"--backend-directory={backends}", f"--model-config-name={config}", "--strict-readiness=false",
             "--model-control-mode=explicit", "--load-model=*",
             "--http-address=127.0.0.1", f"--http-port={http_port}",
             "--grpc-address=127.0.0.1", f"--grpc-port={grpc_port}",
@@ -193,20 +201,24 @@ class TritonServer:
         return removed
 
 
-def check_model_repository(repository: Path) -> list[str]:
-    """Names of the servable models; a StackError naming the problem if there are none."""
+def check_model_repository(repository: Path, config: str = DEFAULT_CPU_VARIANT) -> list[str]:
+    """Names of the models servable with `configs/<config>.pbtxt`; a StackError naming the problem if none."""
+    if config not in CPU_VARIANTS:
+        raise StackError(f"triton config {config!r}: the embedded stack serves {' or '.join(CPU_VARIANTS)}")
+    model_file = MODEL_FILES[config]
     if not repository.is_dir():
         raise StackError(f"model repository {repository} does not exist "
                          "(train and export one: `python -m trainer export --run runs/NAME`)")
     models, problems = [], []
     for d in sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith(".")):
         versions = [v for v in d.iterdir() if v.is_dir() and v.name.isdigit()]
-        if not (d / "configs" / "cpu.pbtxt").is_file():
-            problems.append(f"{d.name}: no configs/cpu.pbtxt")
+        if not (d / VARIANT_FILES[config]).is_file():
+            problems.append(f"{d.name}: no {VARIANT_FILES[config]}")
         elif not versions:
             problems.append(f"{d.name}: no numbered version directory")
-        elif not any((v / "model.py").is_file() and (v / "model.pt").is_file() for v in versions):
-            problems.append(f"{d.name}: no version holds model.py and model.pt")
+        elif not any(all((v / f).is_file() for f in (RUNNER_FILE, model_file, CONTRACT_FILE)) for v in versions):
+            problems.append(f"{d.name}: no version holds {RUNNER_FILE}, {model_file} and {CONTRACT_FILE} "
+                            "(exported before the model contract? export it again)")
         else:
             models.append(d.name)
     if not models:

@@ -17,8 +17,9 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.worker.settings import DEFAULT_STATE_DIR, Settings, endpoints_file
+from streams.contract.triton_config import CpuVariant
 from streams.stack.processes import StackError, free_port, require_free
-from streams.stack.servers import KafkaServer, S3Server, TritonServer
+from streams.stack.servers import DEFAULT_CPU_VARIANT, KafkaServer, S3Server, TritonServer
 
 SEAWEED_GRPC_OFFSET = 10000
 SEAWEED_COMPONENTS = ("master", "volume", "filer", "s3", "admin", "iceberg", "lance")
@@ -30,6 +31,9 @@ class StackConfig(BaseSettings):
 
     run_dir: Path = Field(DEFAULT_STATE_DIR / "stack", description="Logs, data and the endpoints file.")
     model_repository: Path = Field(Path("model_repository"), description="Triton model repository to serve.")
+    triton_config: CpuVariant = Field(
+        DEFAULT_CPU_VARIANT, description="Which CPU config Triton serves: `cpu-onnx` runs model.onnx with "
+                                         "onnxruntime, `cpu` model.pt with torch (both in the python backend).")
     kafka_port: int = Field(0, ge=0, le=65535, description="tansu listener port.")
     s3_port: int = Field(0, ge=0, le=65535, description="SeaweedFS S3 gateway port (+10000 is its gRPC port).")
     triton_grpc_port: int = Field(0, ge=0, le=65535, description="Triton gRPC port.")
@@ -101,7 +105,7 @@ class Stack:
         ports = self._ports()
         # Check the repository before starting anything: a bad one is a one-line error, not a hang.
         triton = TritonServer(self.run_dir, c.model_repository, ports["triton_http"], ports["triton_grpc"],
-                              ports["triton_metrics"]) if c.with_triton else None
+                              ports["triton_metrics"], c.triton_config) if c.with_triton else None
         try:
             self.kafka = KafkaServer(self.run_dir, ports["kafka"], c.kafka_storage)
             topics = {t: s.topic_partitions for t in (s.intake_topic, s.decisions_topic, s.review_topic,

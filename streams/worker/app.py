@@ -11,6 +11,7 @@ import ssl
 
 import faust
 
+from streams.contract.cli import UserError
 from streams.worker.metrics import HealthServer
 from streams.worker.router import Router
 from streams.worker.settings import Settings
@@ -33,11 +34,13 @@ def broker_credentials(settings: Settings):
 def create_app(settings: Settings | None = None, router: Router | None = None) -> faust.App:
     settings = settings or Settings()
     router = router or Router(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(
         settings.consumer_group,
         broker=[f"kafka://{b.strip()}" for b in settings.kafka_brokers.split(",")],
         broker_credentials=broker_credentials(settings),
         store="memory://",
+        datadir=str(settings.data_dir / "{conf.id}"),  # never the working directory's <group>-data/
         autodiscover=False,
         web_enabled=False,                       # our own /metrics and /healthz: streams.worker.metrics
         topic_partitions=settings.topic_partitions,
@@ -68,7 +71,12 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
     async def _start_services() -> None:
         if health:
             await health.start()
-        await router.start()
+        try:
+            await router.start()
+        except UserError as e:  # a served model these settings cannot use (ModelMismatch): stop, exit 2
+            router.fatal = e
+            await app.crash(e)
+            return
         if health:
             health.ready = True
 

@@ -8,12 +8,14 @@ Stops cleanly on SIGTERM / Ctrl-C (in-flight batches finish and are published fi
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import sys
 
 from pydantic import ValidationError
 
+from streams.contract.cli import invalid_option
 from streams.worker.settings import Settings
 
 
@@ -47,13 +49,36 @@ def main(args: argparse.Namespace) -> int:
     try:
         settings = Settings()
     except ValidationError as e:
-        err = e.errors()[0]
-        print(f"worker: error: ARTROUTE_{str(err['loc'][0]).upper()}: {err['msg']}", file=sys.stderr)
-        return 2
+        raise invalid_option(e, prefix="ARTROUTE_") from None
     if args.log_level:
         settings = settings.model_copy(update={"log_level": args.log_level})
+    loop = asyncio.new_event_loop()  # not asyncio.run: that unsets the main thread's loop faust starts from
+    try:
+        loop.run_until_complete(preflight(settings))
+    finally:
+        loop.close()
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False)
     setup_logging(settings)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        if app.router.fatal is not None:  # the model turned out unusable once Triton came up
+            raise app.router.fatal from None
+        raise
     return 0
+
+
+async def preflight(settings: Settings) -> None:
+    """Check the served model against the settings before joining the consumer group (one line and exit 2
+    on a mismatch); when Triton is not up yet the worker starts anyway and checks once it is."""
+    from streams.worker.inference import ModelUnavailable, TritonModel, check_served
+
+    model = TritonModel(settings.triton_url, settings.model_name, settings.model_version)
+    try:
+        served = await model.served(timeout_s=5.0)
+    except ModelUnavailable:
+        return
+    finally:
+        await model.close()
+    check_served(served, settings.max_batch)

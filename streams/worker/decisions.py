@@ -11,56 +11,19 @@ from __future__ import annotations
 import base64
 import json
 import math
-import re
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from streams.contract.model import Label
 from streams.worker.events import IntakeEvent, Source
 
 DECISION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:artroute:routing-decision")
 ReviewReason = Literal["low_confidence", "small_margin"]
-
-# MET department ids by display name, with the other names the same department goes by (object records,
-# the public website). The /departments endpoint lists ids 1, 3-19 and 21.
-MET_DEPARTMENTS: dict[int, tuple[str, ...]] = {
-    1: ("The American Wing", "American Decorative Arts"),
-    3: ("Ancient Near Eastern Art", "Ancient West Asian Art"),
-    4: ("Arms and Armor",),
-    5: ("Arts of Africa, Oceania, and the Americas",),
-    6: ("Asian Art",),
-    7: ("The Cloisters",),
-    8: ("The Costume Institute",),
-    9: ("Drawings and Prints",),
-    10: ("Egyptian Art",),
-    11: ("European Paintings",),
-    12: ("European Sculpture and Decorative Arts",),
-    13: ("Greek and Roman Art",),
-    14: ("Islamic Art",),
-    15: ("The Robert Lehman Collection",),
-    16: ("The Libraries",),
-    17: ("Medieval Art",),
-    18: ("Musical Instruments",),
-    19: ("Photographs",),
-    21: ("Modern and Contemporary Art", "Modern Art"),
-}
-
-
-def _normalise(name: str) -> str:
-    """Case, punctuation, '_'/'-' and a leading "the" do not matter: "the_costume-institute" matches."""
-    words = re.sub(r"[^0-9a-z]+", " ", name.casefold()).split()
-    return " ".join(words[1:] if words[:1] == ["the"] else words)
-
-
-_MET_IDS = {_normalise(name): dept_id for dept_id, names in MET_DEPARTMENTS.items() for name in names}
-
-
-def met_department_id(label: str) -> int | None:
-    """The MET department id a label names, or None (another taxonomy: the label is the department)."""
-    return _MET_IDS.get(_normalise(label))
 
 
 def decision_id(bucket: str, key: str, etag: str, model_name: str, model_version: str) -> str:
@@ -94,7 +57,9 @@ class RoutingDecision(BaseModel):
     etag: str
     version_id: str | None = None
     source: Source
-    department_id: int | None = Field(description="MET department id when the label is a MET department.")
+    department_id: int | None = Field(description="The department id the label stands for, from the answering "
+                                                  "model version's contract (its taxonomy, or its corpus' rows); "
+                                                  "null when none is known or the label merges several.")
     department: str = Field(description="The top-1 label: the department the photo is routed to.")
     confidence: float = Field(ge=0, le=1, description="Top-1 probability.")
     margin: float = Field(ge=0, le=1, description="Top-1 minus top-2 probability.")
@@ -106,9 +71,12 @@ class RoutingDecision(BaseModel):
     review_reason: ReviewReason | None = None
 
 
-def decide(event: IntakeEvent, probs: np.ndarray, labels: list[str], model_name: str, model_version: str,
+def decide(event: IntakeEvent, probs: np.ndarray, labels: Sequence[Label], model_name: str, model_version: str,
            min_confidence: float, min_margin: float, now: datetime) -> RoutingDecision:
     """One event + the model's class probabilities (C,) -> its routing decision.
+
+    `labels` are the answering version's (its `ModelContract.labels`, in output order): the department and
+    its id come from them, never from a table here.
 
     Review rule: top-1 below `min_confidence` -> "low_confidence"; otherwise top-1 minus top-2 below
     `min_margin` -> "small_margin". Ties rank the lower class index first. Raises ValueError when
@@ -128,13 +96,13 @@ def decide(event: IntakeEvent, probs: np.ndarray, labels: list[str], model_name:
         reason = "low_confidence"
     elif margin < min_margin:
         reason = "small_margin"
-    department = labels[order[0]]
+    top = labels[order[0]]
     return RoutingDecision(
         decision_id=decision_id(event.bucket, event.key, event.etag, model_name, model_version),
         bucket=event.bucket, key=event.key, etag=event.etag, version_id=event.version_id, source=event.source,
-        department_id=met_department_id(department), department=department,
+        department_id=top.department_id, department=top.name,
         confidence=confidence, margin=max(0.0, margin),
-        top3=[ScoredLabel(label=labels[i], score=float(p[i])) for i in order[:3]],
+        top3=[ScoredLabel(label=labels[i].name, score=float(p[i])) for i in order[:3]],
         model=ModelRef(name=model_name, version=model_version),
         event_time=event.event_time, decided_at=now, needs_review=reason is not None, review_reason=reason)
 

@@ -18,9 +18,12 @@ import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
-from pydantic import BaseModel
+from aiokafka.errors import KafkaError
+from minio.error import S3Error
+from pydantic import BaseModel, ValidationError
 from tqdm import tqdm
 
+from streams.contract.cli import UserError, invalid_option
 from streams.worker.events import classify_object, to_s3_event_json
 from streams.worker.publisher import Publisher
 from streams.worker.settings import DEFAULT_STATE_DIR, Settings
@@ -142,17 +145,22 @@ async def _checkpoint(pending: list, state: Path, last_key: str | None) -> None:
         state.write_text(json.dumps({"last_key": last_key, "at": time.time()}))
 
 
+class ReplayError(UserError):
+    """The replay could not run: bad flags, or the store or the broker failed (one line for the operator)."""
+
+
 def main(args: argparse.Namespace) -> int:
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as e:
+        raise invalid_option(e, prefix="ARTROUTE_") from None
     bucket = args.bucket or settings.bucket
     if args.rate < 0:
-        print("replay: error: --rate must be >= 0", file=sys.stderr)
-        return 2
+        raise ReplayError("--rate must be >= 0")
     try:
         summary = asyncio.run(replay(settings, bucket, args.prefix, args.rate, args.missing_only, args.state,
                                      args.restart, not args.no_progress, args.scan_idle_s))
-    except Exception as e:  # noqa: BLE001 - one line for the operator, not a traceback
-        print(f"replay: error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+    except (KafkaError, S3Error, OSError) as e:  # the broker or the store is away or refuses
+        raise ReplayError(f"{type(e).__name__}: {e}") from None
     print(summary.model_dump_json(indent=2))
     return 0

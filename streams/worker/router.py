@@ -3,28 +3,31 @@ and the benchmark all drive it).
 
 parse (one boundary for S3 JSON and SeaweedFS protobuf) -> fetch from S3 (concurrent, bounded) ->
 decode + letterbox (thread pool) -> one Triton request per `max_batch` images (retried while Triton is
-down) -> decisions / review / dead letters published, and awaited, before `handle` returns.
-Bad input never raises out of here: every event ends as a decision or a dead letter.
+down; a failing image is isolated, streams.worker.scoring) -> each decided with the contract of the
+model version that answered it -> decisions / review / dead letters published, and awaited, before
+`handle` returns. Bad input never raises out of here: every event ends as a decision or a dead letter.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, KafkaUnavailableError
 
+from streams.contract.imaging import ImageRejected, decode_image
+from streams.contract.retry import RetryPolicy, call_with_retries
 from streams.worker import metrics
+from streams.worker.contracts import ContractBook
 from streams.worker.decisions import DeadLetter, RoutingDecision, decide
 from streams.worker.events import IntakeEvent, parse_intake
-from streams.contract.imaging import ImageRejected, decode_image
-from streams.worker.inference import ModelInfo, TritonModel
+from streams.worker.inference import ServedModel, TritonModel, check_served
 from streams.worker.publisher import Publisher, Record
 from streams.worker.settings import Settings
+from streams.worker.scoring import Scored, score
 from streams.worker.store import FetchError, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -60,16 +63,20 @@ class Router:
         self.store: ObjectStore | None = None
         self.publisher = Publisher(settings)
         self.decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
-        self.info: ModelInfo | None = None
+        self.served: ServedModel | None = None
+        self.contracts: ContractBook | None = None
         self.ready = asyncio.Event()
+        self.fatal: Exception | None = None  # why the worker must stop (set by the app when start fails)
         self.stopping = asyncio.Event()
 
     async def start(self) -> None:
         self.store = ObjectStore(self.settings)
         await self.publisher.start()
-        self.info = await self.model.wait_ready(self.stopping)
-        log.info("serving model %s (versions %s, input %s, %d labels)", self.info.name, self.info.versions,
-                 self.info.input_shape, len(self.info.labels))
+        self.served = await self.model.wait_ready(self.stopping)
+        check_served(self.served, self.settings.max_batch)  # ModelMismatch: the worker exits 2
+        self.contracts = ContractBook(self.model, self.served, self.stopping)
+        log.info("serving model %s (versions %s, input %s, max batch %d)", self.served.name, self.served.versions,
+                 self.served.input_shape, self.served.max_batch_size)
         self.ready.set()
 
     async def stop(self) -> None:
@@ -108,16 +115,24 @@ class Router:
         size = self.settings.max_batch
         for start in range(0, len(good), size):
             chunk = good[start:start + size]
-            probs, version = await self._infer(np.stack([img for _, _, img in chunk]))
-            now, s = datetime.now(timezone.utc), self.settings
-            for (msg, ev, _), p in zip(chunk, probs):
-                try:
-                    out.decisions.append(decide(ev, p, self.info.labels, self.info.name, version,
-                                                s.review_min_confidence, s.review_min_margin, now))
-                except ValueError as e:  # a model answer that is no probability vector
-                    out.dead_letters.append(self._dead_letter(msg, ev, "bad_model_output", str(e), "decide"))
+            outcomes = await score(self.model, self.contracts, np.stack([img for _, _, img in chunk]), self.stopping)
+            now = datetime.now(timezone.utc)
+            for (msg, ev, _), outcome in zip(chunk, outcomes, strict=True):
+                if isinstance(outcome, Scored):
+                    self._decide(out, msg, ev, outcome, now)
+                else:
+                    out.dead_letters.append(self._dead_letter(msg, ev, outcome.kind, outcome.message, outcome.stage))
         await self._publish(out)
         return out
+
+    def _decide(self, out: BatchOutcome, msg: Incoming, ev: IntakeEvent, scored: Scored, now: datetime) -> None:
+        """Decide with the labels of the version that answered (its contract), never another's."""
+        s = self.settings
+        try:
+            out.decisions.append(decide(ev, scored.probs, scored.contract.labels, self.served.name, scored.version,
+                                        s.review_min_confidence, s.review_min_margin, now))
+        except ValueError as e:  # decide's check: the answer is no probability vector over these labels
+            out.dead_letters.append(self._dead_letter(msg, ev, "bad_model_output", str(e), "decide"))
 
     async def _load(self, ev: IntakeEvent) -> np.ndarray | tuple[str, str, str]:
         """Fetch and decode one object; (error kind, message, stage) instead of raising."""
@@ -126,19 +141,12 @@ class Router:
             data = await self.store.fetch(ev.bucket, ev.key, ev.version_id, ev.size)
             stage = "decode"
             return await asyncio.get_running_loop().run_in_executor(
-                self.decoder, decode_image, data, self.settings.max_image_pixels, self.info.image_size)
+                self.decoder, decode_image, data, self.settings.max_image_pixels, self.served.input_size)
         except (FetchError, ImageRejected) as e:
             return e.kind, e.message, stage
         except Exception as e:  # noqa: BLE001 - the worker never dies on bad input
             log.exception("unexpected error loading s3://%s/%s", ev.bucket, ev.key)
             return "internal", f"{type(e).__name__}: {e}", stage
-
-    async def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, str]:
-        t0 = time.perf_counter()
-        probs, version = await self.model.infer_with_retries(batch, self.stopping)
-        metrics.INFERENCE_SECONDS.observe(time.perf_counter() - t0)
-        metrics.BATCH_SIZE.observe(len(batch))
-        return probs, version
 
     def _dead_letter(self, msg: Incoming, ev: IntakeEvent | None, kind: str, message: str, stage: str) -> DeadLetter:
         return DeadLetter.from_message(msg.value, error_kind=kind, message=message, stage=stage,
@@ -161,15 +169,13 @@ class Router:
             records.append((s.deadletter_topic, (dl.key or "").encode() or None, dl.model_dump_json().encode()))
             metrics.DEAD_LETTERS.labels(dl.error_kind).inc()
         # faust acks the batch's events once this returns (or raises): so never return before every record is
-        # acknowledged. On a broker error, send the whole batch again (duplicates carry the same ids).
-        delay = 0.5
-        while True:
-            try:
-                await self.publisher.send_all(records)
-                return
-            except KafkaError as e:
-                if self.stopping.is_set():  # shutting down with the broker away: its commits fail too
-                    raise
-                log.warning("publishing %d records failed, retrying in %.1fs: %s", len(records), delay, e)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        # acknowledged. While the broker is away, send the whole batch again (duplicates carry the same ids);
+        # shutting down with the broker away ends the retrying (its commits fail too).
+        await call_with_retries(lambda: self.publisher.send_all(records), transient=broker_transient,
+                                policy=RetryPolicy(what=f"publishing {len(records)} records", initial_s=0.5),
+                                stop=self.stopping)
+
+
+def broker_transient(e: BaseException) -> bool:
+    """Kafka errors worth retrying: the broker or a partition leader away, a request timed out."""
+    return isinstance(e, KafkaError) and (e.retriable or isinstance(e, (KafkaTimeoutError, KafkaUnavailableError)))

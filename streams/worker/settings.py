@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, description="Prometheus metrics port; 0 disables the endpoint.")
     log_level: str = Field("INFO", description="Log level.")
     log_json: bool = Field(True, description="Structured JSON logs (one object per line).")
+    data_dir: Path = Field(DEFAULT_STATE_DIR / "worker-data", description="faust's data directory (one "
+                           "sub-directory per consumer group); relative paths are from the working directory.")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

@@ -22,7 +22,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from trainer.corpus.common import CorpusInfo, CorpusInputError, finish_corpus, jsonable_args, one_line_errors, utc_now
+from trainer.corpus.common import CorpusInfo, CorpusInputError, finish_corpus, jsonable_args, utc_now
 from trainer.corpus.manifest import ManifestRow, dumps_summary, manifest_path, read_manifest, resolve_image
 
 
@@ -69,7 +69,6 @@ def resplit(rows: list[ManifestRow], source_dir: Path, out: Path, folds: int, fo
     return new
 
 
-@one_line_errors
 def main(args: argparse.Namespace) -> int:
     manifest = manifest_path(args.corpus)
     if not manifest.is_file():

@@ -15,12 +15,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from streams.contract.cli import UserError
+
 Split = Literal["train", "val", "test"]
 MANIFEST_NAME = "manifest.jsonl"
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError):
     """A manifest line that does not parse; the message names the file and line."""
 
 
