@@ -11,12 +11,14 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from streams.contract.curation import Verdict
 from streams.worker.decisions import DeadLetter, RoutingDecision
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 SCHEMAS: dict[str, type[BaseModel]] = {
     "routing-decision.schema.json": RoutingDecision,
     "dead-letter.schema.json": DeadLetter,
+    "verdict.schema.json": Verdict,  # published by the ledger (streams/ledger), defined in the contract
 }
 
 
