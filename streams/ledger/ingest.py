@@ -140,22 +140,25 @@ class Ingestor:
 
     def ingest(self, items: Iterable[Decision | DeadLetter], now: datetime | None = None) -> IngestResult:
         now = now or datetime.now(UTC)
+        items = list(items)
         decisions = list({i.msg.decision_id: i for i in items if isinstance(i, Decision)}.values())
         dead = list({i.id: i for i in items if isinstance(i, DeadLetter)}.values())
         result = IngestResult()
         if not decisions and not dead:
             return result
+        received = sum(isinstance(i, Decision) for i in items), sum(isinstance(i, DeadLetter) for i in items)
         with write(self.engine) as conn:
             known = _existing(conn, DecisionRow.decision_id, [d.msg.decision_id for d in decisions])
             known_dl = _existing(conn, DeadLetterRow.id, [d.id for d in dead])
             decisions = [d for d in decisions if d.msg.decision_id not in known]
             dead = [d for d in dead if d.id not in known_dl]
-            result.duplicate_decisions, result.duplicate_dead_letters = len(known), len(known_dl)
             states = self._update_objects(conn, decisions, dead, now, result)
             self._insert_decisions(conn, decisions, states, now)
             self._insert_dead_letters(conn, dead, states, now)
             self._store_labels(conn, decisions, now)
         result.decisions, result.dead_letters = len(decisions), len(dead)
+        # every message that added nothing: already stored, or a repeat within this batch (a review copy)
+        result.duplicate_decisions, result.duplicate_dead_letters = received[0] - len(decisions), received[1] - len(dead)
         return result
 
     def _update_objects(self, conn: Connection, decisions: list[Decision], dead: list[DeadLetter], now: datetime,

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from prometheus_client import Counter, Gauge
 from sqlalchemy import Engine, func, select, update
 
@@ -47,8 +47,27 @@ class OutboxDrainer:
         self.publisher: Publisher | None = None
         self.policy = RetryPolicy("publishing verdicts", initial_s=0.2, max_s=10.0)
 
+    async def _ensure_topic(self) -> None:
+        """Create the verdicts topic when the broker has none (as the worker's app does for its topics);
+        a broker that refuses (no permission) is left to its operator: the send then says why."""
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        s = self.settings
+        admin = AIOKafkaAdminClient(**s.kafka_client_kwargs(), request_timeout_ms=10000)
+        await admin.start()
+        try:
+            if s.verdicts_topic not in set(await admin.list_topics()):
+                await admin.create_topics([NewTopic(s.verdicts_topic, s.topic_partitions, 1)])
+                log.info("created topic %s (%d partitions)", s.verdicts_topic, s.topic_partitions)
+        except KafkaError as e:
+            if not isinstance(e, TopicAlreadyExistsError):
+                log.warning("could not create topic %s: %s", s.verdicts_topic, e)
+        finally:
+            await admin.close()
+
     async def _send(self, records) -> None:
         if self.publisher is None:
+            await self._ensure_topic()
             publisher = Publisher(self.settings)
             try:
                 await publisher.start()

@@ -36,10 +36,6 @@ async def run(settings: Settings, consume: bool = True, api: bool = False, stop:
     from streams.worker.metrics import HealthServer
 
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
     ledger = await asyncio.to_thread(Ledger.open, settings)
     log.info("ledger database %s", ledger.engine.url.render_as_string(hide_password=True))
     health = HealthServer(settings.metrics_port) if settings.metrics_port else None
@@ -81,7 +77,15 @@ async def run(settings: Settings, consume: bool = True, api: bool = False, stop:
 def main_with(consume: bool, api: bool) -> int:
     settings = load_settings()
     setup_logging(settings)
-    asyncio.run(run(settings, consume=consume, api=api))
+
+    async def until_signalled() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run(settings, consume=consume, api=api, stop=stop)
+
+    asyncio.run(until_signalled())
     return 0
 
 

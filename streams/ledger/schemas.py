@@ -38,6 +38,7 @@ class ObjectSummary(BaseModel):
     key: str
     etag: str | None
     status: Status
+    decision_id: str | None = Field(description="the current decision")
     department: str | None
     department_id: int | None
     confidence: float | None

@@ -17,7 +17,7 @@ def test_the_same_messages_twice_are_stored_once(ledger):
     first = ledger.ingestor.ingest(batch)
     assert (first.decisions, first.duplicate_decisions, first.objects_created) == (30, 0, 30)
     again = ledger.ingestor.ingest(batch + batch[:5])   # a redelivery, and the review copies
-    assert (again.decisions, again.duplicate_decisions) == (0, 30)
+    assert (again.decisions, again.duplicate_decisions) == (0, 35)
     c = ledger.counts()
     assert (c.objects, c.decisions, c.decided) == (30, 30, 30)
     assert c.in_review == sum(1 for i in range(30) if 0.5 + 0.1 * (i % 5) < 0.75)
