@@ -49,7 +49,7 @@ class OutboxDrainer:
 
     async def _ensure_topic(self) -> None:
         """Create the verdicts topic when the broker has none (as the worker's app does for its topics);
-        a broker that refuses (no permission) is left to its operator: the send then says why."""
+        a broker that refuses (no permission) is left to its operator."""
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
         s = self.settings
@@ -66,8 +66,10 @@ class OutboxDrainer:
             await admin.close()
 
     async def _send(self, records) -> None:
+        # Checked before every send: a broker that lost the topic (tansu's memory storage, restarted) acks
+        # records for an unknown topic and drops them (docs/stack.md).
+        await self._ensure_topic()
         if self.publisher is None:
-            await self._ensure_topic()
             publisher = Publisher(self.settings)
             try:
                 await publisher.start()
@@ -91,8 +93,7 @@ class OutboxDrainer:
 
     def _mark(self, ids: list[int]) -> None:
         with write(self.engine) as conn:
-            conn.execute(update(OUTBOX).where(OUTBOX.c.id.in_(ids)).values(
-                published_at=datetime.now(UTC), attempts=OUTBOX.c.attempts + 1))
+            conn.execute(update(OUTBOX).where(OUTBOX.c.id.in_(ids)).values(published_at=datetime.now(UTC)))
 
     def _count_attempt(self, ids: list[int]) -> None:
         with write(self.engine) as conn:
@@ -105,10 +106,10 @@ class OutboxDrainer:
             return 0
         ids = [r[0] for r in rows]
         records = [(topic, key.encode(), payload.encode()) for _, topic, key, payload in rows]
+        await asyncio.to_thread(self._count_attempt, ids)
 
         def on_retry(exc: BaseException, attempt: int, wait: float) -> None:
-            if attempt == 1:
-                self._count_attempt(ids)
+            self._count_attempt(ids)  # every try shows, so an operator sees a message that keeps failing
 
         await call_with_retries(lambda: self._send(records), transient=kafka_transient, policy=self.policy,
                                 stop=stop, on_retry=on_retry)
