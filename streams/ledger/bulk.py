@@ -33,19 +33,23 @@ def insert_stmt(conn: Connection, table: Table):
     return insert(table)
 
 
-def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], conflict: Sequence[str]) -> None:
-    """Insert rows (all with the same keys); rows conflicting on `conflict` are left out."""
+def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], conflict: Sequence[str],
+                  returning: Sequence[str] = ()) -> list[tuple] | None:
+    """Insert rows (all with the same keys); rows conflicting on `conflict` are left out. With `returning`,
+    PostgreSQL returns those columns of the rows it inserted; SQLite returns None (read them back)."""
     if not rows:
-        return
+        return [] if returning else None
     if conn.dialect.name != "postgresql":
         conn.execute(insert_stmt(conn, table).on_conflict_do_nothing(index_elements=list(conflict)), list(rows))
-        return
-    cols = list(rows[0])
+        return None
+    cols = [c for c in rows[0] if any(r[c] is not None for r in rows)]  # all-null columns: the default (null)
     tmp = _copy(conn, table, cols, rows)
     names = ", ".join(f'"{c}"' for c in cols)
     target = ", ".join(f'"{c}"' for c in conflict)
-    conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {tmp} '
-                         f"ON CONFLICT ({target}) DO NOTHING")
+    back = f" RETURNING {', '.join(returning)}" if returning else ""
+    result = conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {tmp} '
+                                  f"ON CONFLICT ({target}) DO NOTHING{back}")
+    return [tuple(r) for r in result] if returning else None
 
 
 def update_by_id(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:

@@ -18,15 +18,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy import Connection, Engine, any_, bindparam, select
 
 from streams.ledger.bulk import RawJson, insert_ignore, update_by_id
 from streams.ledger.db import write
 from streams.ledger.labels import upsert_labels
-from streams.ledger.messages import DeadLetter, Decision, in_sample, top3_rank
+from streams.ledger.messages import DeadLetter, Decision, ScoredLabelIn, in_sample, top3_rank
 from streams.ledger.models import DeadLetterRow, DecisionRow, ObjectRow
 
 CHUNK = 500
+TOP3 = TypeAdapter(list[ScoredLabelIn])
 OBJECTS = ObjectRow.__table__
 STATE_COLUMNS = [c.name for c in OBJECTS.columns if c.name not in ("id", "bucket", "key", "first_seen_at")]
 
@@ -178,19 +180,25 @@ class Ingestor:
                 state.changed |= apply(state.row, o, now)
         new = [s for s in states.values() if s.new]
         if new:
-            insert_ignore(conn, OBJECTS, [{k: v for k, v in s.row.items() if k != "id"} for s in new],
-                          ["bucket", "key"])
-            stored = _load_objects(conn, [(s.row["bucket"], s.row["key"]) for s in new])
+            created = insert_ignore(conn, OBJECTS, [{k: v for k, v in s.row.items() if k != "id"} for s in new],
+                                    ["bucket", "key"], returning=("id", "bucket", "key"))
+            ids = {(b, k): i for i, b, k in created} if created is not None else None
+            stored = _load_objects(conn, [(s.row["bucket"], s.row["key"]) for s in new
+                                          if ids is None or (s.row["bucket"], s.row["key"]) not in ids])
             for s in new:
-                row = stored[(s.row["bucket"], s.row["key"])]
-                s.row["id"] = row["id"]
-                if all(row[c] == s.row[c] for c in STATE_COLUMNS):
-                    result.objects_created += 1  # ours (or an identical one another ledger process wrote)
+                pair = (s.row["bucket"], s.row["key"])
+                row = stored.get(pair)
+                if ids is not None and pair in ids:
+                    s.row["id"] = ids[pair]
+                elif all(row[c] == s.row[c] for c in STATE_COLUMNS):
+                    s.row["id"] = row["id"]  # ours (SQLite reads back), or an identical one of another process
+                else:
+                    # Another ledger process created it meanwhile: apply our outcomes to its row instead.
+                    s.row, s.new, s.changed = row, False, False
+                    for o in s.outcomes:
+                        s.changed |= apply(s.row, o, now)
                     continue
-                # Another ledger process created it meanwhile: apply our outcomes to its row instead.
-                s.row, s.new, s.changed = row, False, False
-                for o in s.outcomes:
-                    s.changed |= apply(s.row, o, now)
+                result.objects_created += 1
         changed = [s.row for s in states.values() if s.changed and not s.new]
         update_by_id(conn, OBJECTS, [{"id": r["id"], **{c: r[c] for c in STATE_COLUMNS}} for r in changed])
         return states
@@ -202,18 +210,18 @@ class Ingestor:
         for d in decisions:
             m = d.msg
             obj = states[(m.bucket, m.key)].row
-            top3 = [t.model_dump() for t in m.top3]
             truth = obj["verdict_id"] is not None and obj["verdict_etag"] == m.etag
             rows.append(dict(
                 decision_id=m.decision_id, object_id=obj["id"], etag=m.etag, version_id=m.version_id,
                 model_name=m.model.name, model_version=m.model.version, department=m.department,
-                department_id=m.department_id, confidence=m.confidence, margin=m.margin, top3=top3,
+                department_id=m.department_id, confidence=m.confidence, margin=m.margin,
+                top3=RawJson(TOP3.dump_json(m.top3).decode()),
                 needs_review=m.needs_review, review_reason=m.review_reason,
                 audit=not m.needs_review and in_sample(m.decision_id, self.audit_rate),
                 event_time=m.event_time, decided_at=m.decided_at, ingested_at=now, raw=RawJson(d.text),
                 truth_kind=obj["verdict_kind"] if truth else None,
                 truth_department=obj["verdict_department"] if truth else None,
-                truth_rank=top3_rank(top3, obj["verdict_department"]) if truth else None))
+                truth_rank=top3_rank(TOP3.dump_python(m.top3), obj["verdict_department"]) if truth else None))
         insert_ignore(conn, DecisionRow.__table__, rows, ["decision_id"])
 
     def _insert_dead_letters(self, conn: Connection, dead: list[DeadLetter], states: dict, now: datetime) -> None:
