@@ -21,6 +21,11 @@ DECISIONS, DEAD, VERDICTS = DecisionRow.__table__, DeadLetterRow.__table__, Verd
 MAX_CHAR = "\U0010ffff"
 
 
+def count_if(cond):
+    """SUM(CASE WHEN cond THEN 1 ELSE 0 END), 0 over no rows."""
+    return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+
+
 def prefix_filter(column, prefix: str):
     """key LIKE 'prefix%', written so that a byte-ordered index (SQLite, PostgreSQL "C") serves it."""
     return and_(column >= prefix, column < prefix + MAX_CHAR, column.startswith(prefix, autoescape=True))
@@ -127,21 +132,19 @@ def dead_letters(conn: Connection, limit: int = 50, cursor: str | None = None, k
 def counts(conn: Connection, prefix: str | None = None) -> Counts:
     o = OBJECTS
     where = [prefix_filter(o.c.key, prefix)] if prefix else []
-
-    def n(cond) -> Any:
-        return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
-
+    n = count_if
     r = conn.execute(select(func.count(), n(o.c.status != "dead_letter"),
                             n(and_(o.c.status != "dead_letter", o.c.needs_review)),
                             n(and_(o.c.status == "pending", o.c.queue_reason == "audit")), n(o.c.status == "pending"),
                             n(o.c.status == "reviewed"), n(o.c.status == "dead_letter")).where(*where)).one()
     dl_where = [prefix_filter(DEAD.c.key, prefix)] if prefix else []
-    dec_where = [prefix_filter(o.c.key, prefix)] if prefix else []
     dl = conn.execute(select(func.count()).select_from(DEAD).where(*dl_where)).scalar_one()
-    dec = conn.execute(select(func.count()).select_from(DECISIONS.join(o, o.c.id == DECISIONS.c.object_id))
-                       .where(*dec_where)).scalar_one()
-    ver = conn.execute(select(func.count()).select_from(VERDICTS.join(o, o.c.id == VERDICTS.c.object_id))
-                       .where(*dec_where)).scalar_one()
+
+    def rows_of(table) -> int:  # decision / verdict rows, of the prefix's objects
+        source = table.join(o, o.c.id == table.c.object_id) if prefix else table
+        return conn.execute(select(func.count()).select_from(source).where(*where)).scalar_one()
+
+    dec, ver = rows_of(DECISIONS), rows_of(VERDICTS)
     return Counts(objects=r[0], decided=r[1], in_review=r[2], audit=r[3], pending=r[4], reviewed=r[5],
                   dead_letters=r[6], dead_letter_messages=dl, decisions=dec, verdicts=ver)
 

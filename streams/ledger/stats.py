@@ -22,58 +22,75 @@ import time
 from datetime import UTC, datetime
 
 from prometheus_client.core import GaugeMetricFamily
-from sqlalchemy import Connection, Engine, and_, case, func, select
+from sqlalchemy import Connection, Engine, and_, func, select
 
 from streams.ledger.db import read
 from streams.ledger.ingest import OBJECTS
 from streams.ledger.models import DecisionRow
+from streams.ledger.queries import count_if
 from streams.ledger.schemas import ConfusionCell, GroupStats, Stats
 
 D = DecisionRow.__table__
-
-
-def _sum(cond):
-    return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
 
 
 def _ratio(num: int, den: int) -> float | None:
     return round(num / den, 4) if den else None
 
 
-def _groups(conn: Connection, by_department: bool, model_name: str | None, now: datetime) -> list[GroupStats]:
-    keys = [D.c.model_name, D.c.model_version] + ([D.c.department] if by_department else [])
+COUNTS = ("decisions", "auto_routed", "with_verdict", "agree", "reviewed", "reviewed_agree", "audited", "audit_agree",
+          "top3", "not_routable", "backlog")
+
+
+def _tallies(conn: Connection, model_name: str | None) -> dict[tuple[str, str, str], dict]:
+    """(model, version, department) -> counts and the oldest pending upload: one pass over decisions and
+    one over the queue (the per-version figures are sums of these)."""
+    keys = [D.c.model_name, D.c.model_version, D.c.department]
     has = D.c.truth_kind.is_not(None)
     agree = and_(has, D.c.truth_department == D.c.department)
-    stmt = select(*keys, func.count(), _sum(~D.c.needs_review), _sum(has), _sum(agree),
-                  _sum(and_(D.c.needs_review, has)), _sum(and_(D.c.needs_review, agree)),
-                  _sum(and_(D.c.audit, has)), _sum(and_(D.c.audit, agree)),
-                  _sum(and_(has, D.c.truth_rank.between(1, 3))), _sum(D.c.truth_kind == "not_routable")).group_by(*keys)
+    stmt = select(*keys, func.count(), count_if(~D.c.needs_review), count_if(has), count_if(agree),
+                  count_if(and_(D.c.needs_review, has)), count_if(and_(D.c.needs_review, agree)),
+                  count_if(and_(D.c.audit, has)), count_if(and_(D.c.audit, agree)),
+                  count_if(and_(has, D.c.truth_rank.between(1, 3))), count_if(D.c.truth_kind == "not_routable")).group_by(*keys)
     o = OBJECTS
-    okeys = [o.c.model_name, o.c.model_version] + ([o.c.department] if by_department else [])
-    backlog_stmt = select(*okeys, func.count(), func.min(o.c.event_time)).where(o.c.status == "pending").group_by(*okeys)
+    okeys = [o.c.model_name, o.c.model_version, o.c.department]
+    backlog = select(*okeys, func.count(), func.min(o.c.event_time)).where(o.c.status == "pending").group_by(*okeys)
     if model_name is not None:
-        stmt, backlog_stmt = stmt.where(D.c.model_name == model_name), backlog_stmt.where(o.c.model_name == model_name)
-    backlog = {tuple(r[:len(okeys)]): (r[-2], r[-1]) for r in conn.execute(backlog_stmt)}
-    out = []
+        stmt, backlog = stmt.where(D.c.model_name == model_name), backlog.where(o.c.model_name == model_name)
+    out: dict[tuple[str, str, str], dict] = {}
     for r in conn.execute(stmt):
-        key = tuple(r[:len(keys)])
-        (n, auto, has_n, agree_n, rev_n, rev_agree, aud_n, aud_agree, top3, not_routable) = r[len(keys):]
-        waiting, oldest = backlog.get(key, (0, None))
-        if oldest is not None and oldest.tzinfo is None:
-            oldest = oldest.replace(tzinfo=UTC)
-        out.append(GroupStats(
-            model_name=key[0], model_version=key[1], department=key[2] if by_department else None, decisions=n,
-            auto_routed=auto, coverage=_ratio(auto, n), with_verdict=has_n, agreement=_ratio(agree_n, has_n),
-            reviewed=rev_n, reviewed_agreement=_ratio(rev_agree, rev_n), audited=aud_n,
-            audit_agreement=_ratio(aud_agree, aud_n), top3_hit_rate=_ratio(top3, has_n), not_routable=not_routable,
-            backlog=waiting, oldest_pending_age_s=round((now - oldest).total_seconds(), 1) if oldest else None))
-    return sorted(out, key=lambda g: (g.model_name, g.model_version, g.department or ""))
+        out[tuple(r[:3])] = {**dict(zip(COUNTS, r[3:])), "backlog": 0, "oldest": None}
+    for r in conn.execute(backlog):
+        t = out.setdefault(tuple(r[:3]), {**dict.fromkeys(COUNTS, 0), "oldest": None})
+        t["backlog"], t["oldest"] = r[3], r[4]
+    return out
+
+
+def _group(key: tuple, t: dict, now: datetime) -> GroupStats:
+    oldest = t["oldest"]
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)
+    return GroupStats(
+        model_name=key[0], model_version=key[1], department=key[2] if len(key) > 2 else None,
+        decisions=t["decisions"], auto_routed=t["auto_routed"], coverage=_ratio(t["auto_routed"], t["decisions"]),
+        with_verdict=t["with_verdict"], agreement=_ratio(t["agree"], t["with_verdict"]), reviewed=t["reviewed"],
+        reviewed_agreement=_ratio(t["reviewed_agree"], t["reviewed"]), audited=t["audited"],
+        audit_agreement=_ratio(t["audit_agree"], t["audited"]), top3_hit_rate=_ratio(t["top3"], t["with_verdict"]),
+        not_routable=t["not_routable"], backlog=t["backlog"],
+        oldest_pending_age_s=round((now - oldest).total_seconds(), 1) if oldest else None)
 
 
 def stats(conn: Connection, model_name: str | None = None) -> Stats:
     now = datetime.now(UTC)
-    return Stats(computed_at=now, models=_groups(conn, False, model_name, now),
-                 departments=_groups(conn, True, model_name, now))
+    by_department = _tallies(conn, model_name)
+    by_version: dict[tuple[str, str], dict] = {}
+    for (model, version, _), t in by_department.items():
+        v = by_version.setdefault((model, version), {**dict.fromkeys(COUNTS, 0), "oldest": None})
+        for c in COUNTS:
+            v[c] += t[c]
+        if t["oldest"] is not None and (v["oldest"] is None or t["oldest"] < v["oldest"]):
+            v["oldest"] = t["oldest"]
+    return Stats(computed_at=now, models=[_group(k, v, now) for k, v in sorted(by_version.items())],
+                 departments=[_group(k, t, now) for k, t in sorted(by_department.items())])
 
 
 def confusion(conn: Connection, model_name: str, model_version: str) -> list[ConfusionCell]:

@@ -6,7 +6,6 @@ Both use their own topics or their own broker, so the session's stack and worker
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import pytest
