@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, select, update
@@ -24,9 +25,19 @@ from streams.ledger.errors import Conflict, Invalid, NotFound
 from streams.ledger.ingest import OBJECTS, status_of
 from streams.ledger.messages import top3_rank
 from streams.ledger.models import DecisionRow, ModelLabelRow, OutboxRow, VerdictRow
+from streams.worker.schemas import SCHEMA_DIR, render_schema
 
 DECISIONS = DecisionRow.__table__
 VERDICTS = VerdictRow.__table__
+VERDICT_SCHEMA = "verdict.schema.json"
+
+
+def write_verdict_schema(directory: Path = SCHEMA_DIR) -> Path:
+    """docs/schemas/verdict.schema.json from `streams.contract.curation.Verdict` (a test keeps it in sync):
+    python -c "from streams.ledger.verdicts import write_verdict_schema; write_verdict_schema()" """
+    path = directory / VERDICT_SCHEMA
+    path.write_text(render_schema(VERDICT_SCHEMA, Verdict), encoding="utf-8")
+    return path
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import numpy as np
 from pydantic import BaseModel
 from sqlalchemy import text
 
+from streams.contract.taxonomy import load_taxonomy
 from streams.ledger.bulk import RawJson, insert_ignore
 from streams.ledger.db import make_engine, migrate, read, write
 from streams.ledger.ingest import OBJECTS, Ingestor
@@ -41,11 +42,11 @@ from streams.ledger.schemas import SearchQuery
 from streams.ledger.service import Ledger
 from streams.orchestration.harness import percentile
 from streams.stack.processes import descendants, proc_stats
-from streams.worker.decisions import MET_DEPARTMENTS, decide
+from streams.worker.decisions import decide
 from streams.worker.events import IntakeEvent
 from streams.worker.settings import Settings
 
-DEPARTMENTS = [names[0] for names in MET_DEPARTMENTS.values()]
+DEPARTMENTS = load_taxonomy("met-19").class_names
 REASONS = ["low_confidence", "small_margin", "unfamiliar", "audit"]
 VERSIONS = ["1", "2", "3"]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -76,7 +76,8 @@ async def test_every_upload_is_one_ledger_row_and_replays_change_nothing(worker,
                                progress=False)
         assert summary.published == 18
     await wait_until(lambda: metric(port, "artroute_ledger_ingested_total",
-                                    'kind="decision",result="duplicate"') >= dupes + 32, 180, "the replayed decisions")
+                                    'kind="decision",result="duplicate"') >= dupes + 32
+                     and ledger.counts(prefix).dead_letter_messages == 6, 180, "the replayed outcomes")
     again = ledger.counts(prefix)
     assert (again.objects, again.decided, again.decisions, again.in_review) == (18, 16, 16, review)
     assert again.dead_letters == 2 and again.dead_letter_messages == 6   # each replay re-dead-letters its bad files

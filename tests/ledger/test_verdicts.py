@@ -177,3 +177,10 @@ def test_curated_pages_hold_the_current_verdicts(ledger):
     p2 = ledger.curated(cursor=p1.next_cursor, limit=3)
     assert [i.key for i in p1.items + p2.items] == [f"c/{i}.jpg" for i in range(4)] and p2.next_cursor is None
     assert json.loads(p1.model_dump_json())["items"][0]["department"] == "Egyptian Art"
+
+
+def test_the_committed_verdict_schema_matches_the_model(repo_root):
+    from streams.ledger.verdicts import VERDICT_SCHEMA, render_schema
+
+    committed = (repo_root / "docs" / "schemas" / VERDICT_SCHEMA).read_text(encoding="utf-8")
+    assert committed == render_schema(VERDICT_SCHEMA, Verdict), "stale: run streams.ledger.verdicts.write_verdict_schema()"
