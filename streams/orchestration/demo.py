@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import signal
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -250,10 +252,12 @@ def report(args, uploads: list[Upload], out: Outcomes, truth: dict[str, str], so
 
 
 def keep_running(check: LedgerCheck) -> None:
+    """Until Ctrl-C or SIGTERM (both handled here: a shell's background job ignores SIGINT, and an
+    unhandled SIGTERM would leave the worker and ledger processes behind)."""
     print(f"\n--keep: the stack, the worker and the ledger keep running; ledger API {check.api} "
           f"(python -m streams ledger stats, ARTROUTE_LEDGER_URL={check.database}). Ctrl-C stops them.", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
         pass
