@@ -4,11 +4,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.artroute-installed
 PYTEST_ARGS ?=
+ARGS ?=
 
 .PHONY: venv test demo bench stack clean help
 
 help:
 	@echo "make demo   - start the embedded stack, serve a model, upload artworks, print the routing decisions"
+	@echo "              and the ledger's counts beside Kafka's (make demo ARGS=--keep: keep it all running)"
 	@echo "make test   - run the test suite against real servers"
 	@echo "make bench  - run the streaming and trainer benchmarks (JSON under runs/bench/)"
 	@echo "make stack  - run the embedded stack in the foreground (Ctrl-C stops it)"
@@ -25,7 +27,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) -m streams demo
+	$(PY) -m streams demo $(ARGS)
 
 bench: $(STAMP)
 	$(PY) -m streams bench --out runs/bench/streams.json

@@ -1,4 +1,4 @@
-"""python -m streams: the artroute streaming side — embedded stack, worker, replay, demo, benchmark."""
+"""python -m streams: the artroute streaming side — embedded stack, worker, replay, ledger, demo, benchmark."""
 import sys
 
 from streams.contract.cli import dispatch
@@ -10,6 +10,12 @@ COMMANDS = {
     "replay": ("streams.worker.replay", "publish intake events for every image in a bucket (back-catalog)"),
     "demo": ("streams.orchestration.demo", "the whole job end to end on the embedded stack"),
     "bench": ("streams.orchestration.bench", "pipeline images/s vs the model in-process; latency; batch fill (JSON)"),
+    "ledger run": ("streams.ledger.cli_run", "ingest decisions and dead letters into the ledger; publish verdicts"),
+    "ledger serve": ("streams.ledger.cli_serve", "the ledger's HTTP/JSON API: review queue, verdicts, search, stats"),
+    "ledger migrate": ("streams.ledger.cli_migrate", "create or upgrade the ledger database schema (Alembic)"),
+    "ledger export": ("streams.ledger.export", "current departments of every object as CSV or Parquet"),
+    "ledger stats": ("streams.ledger.cli_stats", "counts and live accuracy per model version and department"),
+    "ledger bench": ("streams.orchestration.ledger_bench", "ledger ingest rate and review-queue latency (JSON)"),
     "settings": ("streams.worker.settings_cli", "print the settings table (env vars, defaults) or current values"),
 }
 

@@ -7,6 +7,15 @@ from pathlib import Path
 DEPARTMENTS = ["Egyptian Art", "Asian Art", "European Paintings", "Arms and Armor"]
 
 
+def _tag(dest: Path, model_name: str, labels: list[str]) -> str:
+    return f"{dest.name}-{model_name}-{'-'.join(lb.split()[0] for lb in labels)}"
+
+
+def training_corpus(dest: Path, model_name: str = "artroute", labels: list[str] = DEPARTMENTS) -> Path:
+    """The synthetic corpus `build_model_repository(dest, ...)` trained that model on."""
+    return dest.parent / f"{_tag(dest, model_name, labels)}-corpus"
+
+
 def build_model_repository(dest: Path, epochs: int = 2, model_name: str = "artroute",
                            labels: list[str] = DEPARTMENTS) -> Path:
     """Export into dest/<model_name> (the next version); the corpus rows carry the MET department ids,
@@ -15,8 +24,8 @@ def build_model_repository(dest: Path, epochs: int = 2, model_name: str = "artro
     from trainer.metapi.models import department_id
     from trainer.synthetic import write_corpus
 
-    tag = f"{dest.name}-{model_name}-{'-'.join(lb.split()[0] for lb in labels)}"
-    corpus = dest.parent / f"{tag}-corpus"
+    tag = _tag(dest, model_name, labels)
+    corpus = training_corpus(dest, model_name, labels)
     write_corpus(corpus, labels, per_class=40, seed=1, department_ids={lb: department_id(lb) for lb in labels})
     quick_train_and_export(corpus, dest, model_name, arch="tiny", image_size=64, epochs=epochs,
                            run_dir=dest.parent / f"{tag}-run", seed=0)

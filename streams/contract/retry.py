@@ -105,11 +105,11 @@ async def call_with_retries(fn: Callable[[], Awaitable[T]], *, transient: Callab
             return
         raise last[0]  # stopped while waiting: no further attempt
 
-    retrying = AsyncRetrying(retry=retry_if_exception(transient), wait=_Wait(policy), stop=_stop(policy, stop),
-                             before_sleep=before_sleep, sleep=sleep, reraise=True)
-    async def attempt() -> T:  # tenacity awaits only coroutine functions: a lambda returning one is wrapped
+    async def attempt() -> T:  # tenacity awaits only coroutine *functions*; a lambda returning one is awaited here
         return await fn()
 
+    retrying = AsyncRetrying(retry=retry_if_exception(transient), wait=_Wait(policy), stop=_stop(policy, stop),
+                             before_sleep=before_sleep, sleep=sleep, reraise=True)
     result = await retrying(attempt)
     if on_success is not None:
         on_success()

@@ -104,6 +104,7 @@ async def collect_outcomes(settings: Settings, keys: Iterable[str], timeout: flo
 
 class WorkerProcess:
     """`python -m streams worker` as a subprocess, pointed at the stack's endpoints file."""
+    ARGS: tuple[str, ...] = ("worker",)
 
     def __init__(self, env: dict[str, str] | None = None, log_path: Path | None = None):
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
@@ -113,7 +114,7 @@ class WorkerProcess:
 
     def start(self) -> "WorkerProcess":
         out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=self.env, stdout=out,
+        self.proc = subprocess.Popen([sys.executable, "-m", "streams", *self.ARGS], env=self.env, stdout=out,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         return self
 
@@ -137,6 +138,11 @@ class WorkerProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class LedgerProcess(WorkerProcess):
+    """`python -m streams ledger run --api` (ingest, verdict outbox, HTTP API) as a subprocess."""
+    ARGS = ("ledger", "run", "--api")
 
 
 def percentile(values: list[float], q: float, digits: int = 3) -> float | None:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from streams.contract.curation import ModelRef
 from streams.contract.model import Label
 from streams.worker.events import IntakeEvent, Source
 
@@ -39,11 +40,6 @@ def decision_id(bucket: str, key: str, etag: str, model_name: str, model_version
 class ScoredLabel(BaseModel):
     label: str
     score: float = Field(ge=0, le=1)
-
-
-class ModelRef(BaseModel):
-    name: str
-    version: str
 
 
 class RoutingDecision(BaseModel):

@@ -84,6 +84,24 @@ class Settings(BaseSettings):
     data_dir: Path = Field(DEFAULT_STATE_DIR / "worker-data", description="faust's data directory (one "
                            "sub-directory per consumer group); relative paths are from the working directory.")
 
+    # --- Ledger (streams/ledger: every outcome and curator verdict in a database; docs/ledger.md) ------
+    ledger_url: str = Field("sqlite:///.artroute/ledger/ledger.db",
+                            description="Ledger database URL: SQLite file (embedded) or "
+                                        "postgresql+psycopg://user@host:5432/db (production).")
+    ledger_password: SecretStr | None = Field(None, description="Ledger database password, put into the URL "
+                                                                "(from a Secret).")
+    ledger_consumer_group: str = Field("artroute-ledger", description="Consumer group of the ledger's ingest.")
+    ledger_batch: int = Field(1000, ge=1, description="Messages per ledger database transaction (at most).")
+    verdicts_topic: str = Field("artroute.verdicts", description="Curator verdicts, keyed by object key.")
+    audit_rate: float = Field(0.02, ge=0, le=1, description="Share of auto-routed decisions the ledger also puts "
+                                                            "into review (audit sample; by decision id hash).")
+    ledger_taxonomy: str = Field("", description="Taxonomy (name or YAML) whose classes a verdict may name; "
+                                                 "empty: the labels seen in the model's decisions.")
+    ledger_api_host: str = Field("127.0.0.1", description="Ledger HTTP API listen address (ledger serve).")
+    ledger_api_port: int = Field(8300, ge=0, le=65535, description="Ledger HTTP API port (ledger serve).")
+    ledger_api_token: SecretStr | None = Field(None, description="Bearer token the ledger HTTP API requires "
+                                                                 "(from a Secret); unset: no token.")
+
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
                                    env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
