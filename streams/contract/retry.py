@@ -100,9 +100,12 @@ async def call_with_retries(fn: Callable[[], Awaitable[T]], *, transient: Callab
         except TimeoutError:
             pass
 
+    async def attempt() -> T:  # tenacity calls a non-`async def` fn (a lambda) without awaiting its result
+        return await fn()
+
     retrying = AsyncRetrying(retry=retry_if_exception(transient), wait=_Wait(policy), stop=_stop(policy, stop),
                              before_sleep=before_sleep, sleep=sleep, reraise=True)
-    result = await retrying(fn)
+    result = await retrying(attempt)
     if on_success is not None:
         on_success()
     return result
