@@ -13,7 +13,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from streams.stack.processes import ManagedProcess, StackError, wait_until
+from streams.stack.processes import ManagedProcess, StackError, wait_until, write_private
 
 
 def _package_dir(name: str) -> Path | None:
@@ -109,7 +109,7 @@ class S3Server:
             "[notification.kafka]\nenabled = true\n"
             f'hosts = ["{kafka_bootstrap}"]\ntopic = "{topic}"\n'
             'offsetFile = "./kafka.offset"\noffsetSaveIntervalSeconds = 10\n')
-        (work / "s3.json").write_text(json.dumps({"identities": [{
+        write_private(work / "s3.json", json.dumps({"identities": [{  # the secret: owner-only
             "name": access_key, "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
         self.process = ManagedProcess("s3 (seaweedfs)", [

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.worker.settings import DEFAULT_STATE_DIR, Settings, endpoints_file
-from streams.stack.processes import StackError, free_port, require_free
+from streams.stack.processes import StackError, free_port, require_free, write_private
 from streams.stack.servers import KafkaServer, S3Server, TritonServer
 
 SEAWEED_GRPC_OFFSET = 10000
@@ -128,12 +128,8 @@ class Stack:
         return self.endpoints
 
     def write_endpoints(self, path: Path | None = None) -> Path:
-        path = path or endpoints_file()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(self.endpoints.model_dump_json(indent=2))
-        tmp.replace(path)
-        return path
+        """The endpoints file (it holds the S3 secret: owner-only, 0600)."""
+        return write_private(path or endpoints_file(), self.endpoints.model_dump_json(indent=2))
 
     def settings_for_clients(self) -> Settings:
         """Settings pointing at this stack (what a worker or test client should use)."""

@@ -9,6 +9,7 @@ Bad input never raises out of here: every event ends as a decision or a dead let
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,13 +20,15 @@ import numpy as np
 from aiokafka.errors import KafkaError
 
 from streams.worker import metrics
-from streams.worker.decisions import DeadLetter, RoutingDecision, decide
+from streams.worker.deadletters import DeadLetter, build_dead_letter, encode_dead_letter
+from streams.worker.decisions import RoutingDecision, decide
 from streams.worker.events import IntakeEvent, parse_intake
-from streams.contract.imaging import ImageRejected, decode_image
+from streams.worker.health import Health
 from streams.worker.inference import ModelInfo, TritonModel
+from streams.worker.loader import Failed, Loaded, ObjectLoader
 from streams.worker.publisher import Publisher, Record
 from streams.worker.settings import Settings
-from streams.worker.store import FetchError, ObjectStore
+from streams.worker.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +63,21 @@ class Router:
         self.store: ObjectStore | None = None
         self.publisher = Publisher(settings)
         self.decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        self.health = Health(settings.health_stuck_s)
+        self.loader: ObjectLoader | None = None
         self.info: ModelInfo | None = None
         self.ready = asyncio.Event()
         self.stopping = asyncio.Event()
 
     async def start(self) -> None:
         self.store = ObjectStore(self.settings)
+        self.loader = ObjectLoader(self.settings, self.store, self.decoder, self.health, self.stopping)
         await self.publisher.start()
         self.info = await self.model.wait_ready(self.stopping)
         log.info("serving model %s (versions %s, input %s, %d labels)", self.info.name, self.info.versions,
                  self.info.input_shape, len(self.info.labels))
         self.ready.set()
+        self.health.started = True
 
     async def stop(self) -> None:
         self.stopping.set()
@@ -81,69 +88,97 @@ class Router:
         self.decoder.shutdown(wait=False, cancel_futures=True)
 
     async def handle(self, events) -> BatchOutcome:
-        """faust entry point: a list of faust events."""
-        return await self.process([Incoming.from_faust(e) for e in events])
+        """faust entry point: a list of faust events. faust acks them once this returns or raises, so
+        it raises only while shutting down; any other failure, however unforeseen, still publishes an
+        outcome for every message (a dead letter `internal`) before returning."""
+        messages = [Incoming.from_faust(e) for e in events]
+        try:
+            return await self.process(messages)
+        except Exception as e:
+            if self.stopping.is_set():
+                raise
+            log.exception("routing a batch of %d messages failed; dead-lettering them", len(messages))
+            out = BatchOutcome(dead_letters=[self._dead_letter(m, None, "internal", f"{type(e).__name__}: {e}",
+                                                               "publish") for m in messages])
+            await self._publish(out)
+            return out
 
     async def process(self, messages: list[Incoming]) -> BatchOutcome:
+        """Route a batch. Every message ends as decisions and/or dead letters, whatever its bytes: nothing
+        raises out of here but a shutdown (then nothing of the batch is published, and it is redelivered)."""
         await self.ready.wait()
         out = BatchOutcome()
         work: list[tuple[Incoming, IntakeEvent]] = []
         for msg in messages:
-            result = parse_intake(msg.value, msg.key)
-            if result.malformed:
-                message = "; ".join(f"{r.reason}: {r.message}" for r in result.malformed)
-                out.dead_letters.append(self._dead_letter(msg, None, "bad_event", message, "parse"))
-                metrics.EVENTS.labels("malformed").inc()
-            out.ignored += len(result.ignored)
-            metrics.EVENTS.labels("ignored").inc(len(result.ignored))
-            work.extend((msg, ev) for ev in result.events)
+            try:
+                work.extend((msg, ev) for ev in self._parse(msg, out))
+            except Exception as e:  # noqa: BLE001 - no message may take its batch-mates with it
+                log.exception("unexpected error parsing an intake message")
+                out.dead_letters.append(self._dead_letter(msg, None, "internal", f"{type(e).__name__}: {e}", "parse"))
         metrics.EVENTS.labels("accepted").inc(len(work))
 
-        images = await asyncio.gather(*(self._load(ev) for _, ev in work))
-        good = [(msg, ev, img) for (msg, ev), img in zip(work, images) if isinstance(img, np.ndarray)]
-        for (msg, ev), img in zip(work, images):
-            if not isinstance(img, np.ndarray):
-                out.dead_letters.append(self._dead_letter(msg, ev, *img))
+        loaded = await asyncio.gather(*(self.loader.load(ev, self.info.image_size) for _, ev in work))
+        good = [(msg, item) for (msg, _), item in zip(work, loaded) if isinstance(item, Loaded)]
+        for (msg, ev), item in zip(work, loaded):
+            if isinstance(item, Failed):
+                out.dead_letters.append(self._dead_letter(msg, ev, item.kind, item.message, item.stage,
+                                                          event_etag=item.event_etag, uploaded_key=item.uploaded_key))
 
         size = self.settings.max_batch
         for start in range(0, len(good), size):
             chunk = good[start:start + size]
-            probs, version = await self._infer(np.stack([img for _, _, img in chunk]))
+            probs, version = await self._infer(np.stack([item.image for _, item in chunk]))
             now, s = datetime.now(timezone.utc), self.settings
-            for (msg, ev, _), p in zip(chunk, probs):
+            for (msg, item), p in zip(chunk, probs):
                 try:
-                    out.decisions.append(decide(ev, p, self.info.labels, self.info.name, version,
-                                                s.review_min_confidence, s.review_min_margin, now))
+                    d = decide(item.event, p, self.info.labels, self.info.name, version,
+                               s.review_min_confidence, s.review_min_margin, now)
+                    if item.event_etag or item.uploaded_key:
+                        d = d.model_copy(update={"event_etag": item.event_etag, "uploaded_key": item.uploaded_key})
+                    out.decisions.append(d)
                 except ValueError as e:  # a model answer that is no probability vector
-                    out.dead_letters.append(self._dead_letter(msg, ev, "bad_model_output", str(e), "decide"))
-        await self._publish(out)
+                    out.dead_letters.append(self._dead_letter(msg, item.event, "bad_model_output", str(e), "decide"))
+        with self.health.call("kafka"):
+            await self._publish(out)
+        self.health.ok("kafka")
         return out
 
-    async def _load(self, ev: IntakeEvent) -> np.ndarray | tuple[str, str, str]:
-        """Fetch and decode one object; (error kind, message, stage) instead of raising."""
-        stage = "fetch"
-        try:
-            data = await self.store.fetch(ev.bucket, ev.key, ev.version_id, ev.size)
-            stage = "decode"
-            return await asyncio.get_running_loop().run_in_executor(
-                self.decoder, decode_image, data, self.settings.max_image_pixels, self.info.image_size)
-        except (FetchError, ImageRejected) as e:
-            return e.kind, e.message, stage
-        except Exception as e:  # noqa: BLE001 - the worker never dies on bad input
-            log.exception("unexpected error loading s3://%s/%s", ev.bucket, ev.key)
-            return "internal", f"{type(e).__name__}: {e}", stage
+    def _parse(self, msg: Incoming, out: BatchOutcome) -> list[IntakeEvent]:
+        result = parse_intake(msg.value, msg.key)
+        by_record = [r for r in result.malformed if r.record is not None]
+        whole = [r for r in result.malformed if r.record is None]
+        if whole:
+            message = "; ".join(f"{r.reason}: {r.message}" for r in whole)
+            out.dead_letters.append(self._dead_letter(msg, None, "bad_event", message, "parse"))
+        for r in by_record:  # one dead letter per bad record, carrying that record
+            out.dead_letters.append(self._dead_letter(msg, None, "bad_event", f"{r.reason}: {r.message}", "parse",
+                                                      record_index=r.record, bucket=r.bucket, key=r.key))
+        if result.malformed:
+            metrics.EVENTS.labels("malformed").inc()
+        out.ignored += len(result.ignored)
+        metrics.EVENTS.labels("ignored").inc(len(result.ignored))
+        return result.events
 
     async def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, str]:
         t0 = time.perf_counter()
-        probs, version = await self.model.infer_with_retries(batch, self.stopping)
+        with self.health.call("triton"):  # retrying past ARTROUTE_HEALTH_STUCK_S: not ready
+            probs, version = await self.model.infer_with_retries(batch, self.stopping)
+        self.health.ok("triton")
         metrics.INFERENCE_SECONDS.observe(time.perf_counter() - t0)
         metrics.BATCH_SIZE.observe(len(batch))
         return probs, version
 
-    def _dead_letter(self, msg: Incoming, ev: IntakeEvent | None, kind: str, message: str, stage: str) -> DeadLetter:
-        return DeadLetter.from_message(msg.value, error_kind=kind, message=message, stage=stage,
-                                       failed_at=datetime.now(timezone.utc), key=msg.key, event=ev,
-                                       topic=msg.topic, partition=msg.partition, offset=msg.offset)
+    def _dead_letter(self, msg: Incoming, ev: IntakeEvent | None, kind: str, message: str, stage: str, *,
+                     record_index: int | None = None, bucket: str | None = None, key: str | None = None,
+                     event_etag: str | None = None, uploaded_key: str | None = None) -> DeadLetter:
+        index = record_index if record_index is not None else (ev.record if ev is not None else None)
+        dl = build_dead_letter(msg, error_kind=kind, message=message, stage=stage, event=ev, record_index=index,
+                               records=_records(msg.value) if index is not None else None,
+                               max_bytes=self.settings.deadletter_max_bytes, event_etag=event_etag,
+                               uploaded_key=uploaded_key)
+        if ev is None and (bucket or key):  # a bad record that still names its object
+            dl = dl.model_copy(update={"bucket": bucket, "key": key})
+        return dl
 
     async def _publish(self, out: BatchOutcome) -> None:
         s = self.settings
@@ -158,7 +193,8 @@ class Router:
             if d.event_time:
                 metrics.END_TO_END_SECONDS.observe(max(0.0, (d.decided_at - d.event_time).total_seconds()))
         for dl in out.dead_letters:
-            records.append((s.deadletter_topic, (dl.key or "").encode() or None, dl.model_dump_json().encode()))
+            records.append((s.deadletter_topic, (dl.key or "").encode() or None,
+                            encode_dead_letter(dl, s.deadletter_max_bytes)))
             metrics.DEAD_LETTERS.labels(dl.error_kind).inc()
         # faust acks the batch's events once this returns (or raises): so never return before every record is
         # acknowledged. On a broker error, send the whole batch again (duplicates carry the same ids).
@@ -173,3 +209,13 @@ class Router:
                 log.warning("publishing %d records failed, retrying in %.1fs: %s", len(records), delay, e)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+
+
+def _records(value: bytes) -> list | None:
+    """The Records list of an S3 JSON message (to attach one record to its dead letter), else None."""
+    try:
+        doc = json.loads(value)
+    except (ValueError, RecursionError):
+        return None
+    records = doc.get("Records") if isinstance(doc, dict) else None
+    return records if isinstance(records, list) else None
