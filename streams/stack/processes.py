@@ -129,6 +129,19 @@ class ManagedProcess:
             return "(no log)"
         return lines[-1][:300] if lines else "(empty log)"
 
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once (a crash), and wait until it is gone."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _group_alive(self.proc.pid):
+            time.sleep(0.05)
+        self.proc.poll()
+
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM the whole process group, then SIGKILL whatever is left after timeout."""
         if self.proc is None:
