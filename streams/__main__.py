@@ -8,8 +8,10 @@ COMMANDS = {
     "stack down": ("streams.stack.cli_down", "stop a stack started in the background"),
     "worker": ("streams.worker.cli", "run the routing worker (faust) against the configured servers"),
     "replay": ("streams.worker.replay", "publish intake events for every image in a bucket (back-catalog)"),
+    "reconcile": ("streams.worker.reconcile", "find image objects with no outcome on Kafka and replay them (JSON)"),
     "demo": ("streams.orchestration.demo", "the whole job end to end on the embedded stack"),
     "bench": ("streams.orchestration.bench", "pipeline images/s vs the model in-process; latency; batch fill (JSON)"),
+    "bench faults": ("streams.orchestration.faultbench", "faults and hostile input on the stack: lost must be 0 (JSON)"),
     "settings": ("streams.worker.settings_cli", "print the settings table (env vars, defaults) or current values"),
 }
 

@@ -8,14 +8,18 @@ so no offset is committed for an event whose decision is not yet on Kafka.
 """
 from __future__ import annotations
 
+import logging
 import ssl
 
 import faust
 
 from streams.worker import acks
 from streams.worker.metrics import HealthServer
+from streams.worker.reconcile import KafkaOutcomes, reconcile
 from streams.worker.router import Router
 from streams.worker.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def broker_credentials(settings: Settings):
@@ -67,6 +71,15 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
     async def route(stream):
         async for events in stream.take_events(settings.max_batch, within=settings.batch_window_s):
             await router.handle(events)
+
+    if settings.reconcile_interval_s:
+        @app.timer(settings.reconcile_interval_s, on_leader=True)  # one reconciler per consumer group
+        async def _reconcile() -> None:
+            await router.ready.wait()
+            try:
+                await reconcile(settings, KafkaOutcomes(settings), prefix=settings.reconcile_prefix)
+            except Exception:  # noqa: BLE001 - a failed pass is logged and retried at the next interval
+                log.exception("reconcile pass failed")
 
     @app.task
     async def _start_services() -> None:

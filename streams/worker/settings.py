@@ -99,6 +99,7 @@ class Settings(BaseSettings):
                                                                "the group's leader worker; 0 = never.")
     reconcile_grace_s: float = Field(600.0, ge=0, description="The reconciler replays only objects older than "
                                                               "this that have no outcome.")
+    reconcile_prefix: str = Field("", description="The worker's reconciler looks only at keys under this prefix.")
     log_level: str = Field("INFO", description="Log level.")
     log_json: bool = Field(True, description="Structured JSON logs (one object per line).")
 
