@@ -1,4 +1,5 @@
-"""Workers of their own and hostile inputs for the fault tests (tests/test_worker_faults*.py, test_worker_acks.py).
+"""Workers of their own for the fault tests (tests/test_worker_*.py); hostile inputs come from
+streams.orchestration.faults, which the fault bench uses too.
 
 A test that kills, starves or cuts off a worker gets one of its own (`own_worker`): its own intake topic with
 one partition and its own consumer group, so it can neither disturb the session's worker nor be helped by
@@ -7,14 +8,13 @@ ignores (`QUIET_TYPE`), so the filer's own events for them (on the session intak
 """
 from __future__ import annotations
 
-import struct
 import uuid
-import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from streams.orchestration.faults import SCAN_SIZE, png_header, scan16_png
 from streams.orchestration.harness import Upload, WorkerProcess, upload_all
 from streams.stack.processes import free_port
 from streams.stack.servers import create_topics
@@ -23,27 +23,6 @@ from streams.worker.publisher import Publisher
 from tests.worker_fixtures import MAX_OBJECT_BYTES
 
 QUIET_TYPE = "application/x-artroute-test"  # with a ".bin" name: the intake ignores it (not an image)
-SCAN_SIZE = (10900, 11000)                  # ~120 MP, under the default pixel guard
-
-
-def _chunk(tag: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
-
-
-def png_header(width: int, height: int, bit_depth: int = 8, colour: int = 2) -> bytes:
-    """A tiny PNG whose header declares width x height, with almost no pixel data behind it."""
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, 0))
-            + _chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + _chunk(b"IEND", b""))
-
-
-def scan16_png(width: int, height: int, colour: bool = False) -> bytes:
-    """A 16-bit greyscale (or RGBA) PNG of width x height, every row Paeth-filtered, so that the decoder
-    unfilters every byte as it does for a real scan: at 120 MP 0.26 MB (RGBA 4 MB) and seconds to decode."""
-    row = bytes([4]) + bytes(width * (8 if colour else 2))
-    z = zlib.compressobj(1 if colour else 6)
-    body = b"".join(z.compress(row) for _ in range(height)) + z.flush()
-    header = struct.pack(">IIBBBBB", width, height, 16, 6 if colour else 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", body) + _chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="session")
@@ -101,5 +80,5 @@ def log_tail_on_failure(path: Path):
         raise
 
 
-__all__ = ["MAX_OBJECT_BYTES", "QUIET_TYPE", "own_worker", "png_header", "publish_events", "publish_raw",
-           "scan16_png", "slow_scan", "upload_quietly"]
+__all__ = ["MAX_OBJECT_BYTES", "QUIET_TYPE", "SCAN_SIZE", "own_worker", "png_header", "publish_events",
+           "publish_raw", "scan16_png", "slow_scan", "upload_quietly"]

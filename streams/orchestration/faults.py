@@ -1,10 +1,11 @@
 """Faults to inject on the embedded stack, for the fault bench and the tests: a TCP proxy that can refuse
 connections (a store or Triton that is away), stopping and continuing a server (SIGSTOP: it accepts
 connections but never answers), a memory limit for a worker (a real cgroup, as Kubernetes sets one), and
-a worker's peak memory. Loopback only.
+a worker's peak memory; and hostile inputs (huge 16-bit scans, bomb headers, poison messages). Loopback only.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ import struct
 import threading
 import time
 import uuid
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -129,11 +131,20 @@ def paused(pid: int):
 
 def peak_rss_bytes(pid: int) -> int:
     """VmHWM (peak resident set) of a process and its descendants, summed; 0 if it is gone."""
+    return _status_bytes(pid, "VmHWM")
+
+
+def rss_bytes(pid: int) -> int:
+    """VmRSS (resident set now) of a process and its descendants, summed; 0 if it is gone."""
+    return _status_bytes(pid, "VmRSS")
+
+
+def _status_bytes(pid: int, field: str) -> int:
     total = 0
     for p in {pid} | descendants(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     total += int(line.split()[1]) * 1024
         except OSError:
             continue
@@ -232,3 +243,53 @@ class MemoryLimit:
 
     def __exit__(self, *exc) -> None:
         self.remove()
+
+
+# --- hostile inputs --------------------------------------------------------------------------------------
+
+SCAN_SIZE = (10900, 11000)
+"""~120 MP: just under the default pixel guard (ARTROUTE_MAX_IMAGE_PIXELS)."""
+
+
+def _chunk(tag: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+
+def png_header(width: int, height: int, bit_depth: int = 8, colour: int = 2) -> bytes:
+    """A tiny PNG whose header declares width x height, with almost no pixel data behind it."""
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, 0))
+            + _chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + _chunk(b"IEND", b""))
+
+
+def scan16_png(width: int, height: int, colour: bool = False) -> bytes:
+    """A 16-bit greyscale (or RGBA) PNG of width x height, every row Paeth-filtered, so that the decoder
+    unfilters every byte as it does for a real scan: at 120 MP 0.26 MB (RGBA 4 MB) and seconds to decode."""
+    row = bytes([4]) + bytes(width * (8 if colour else 2))
+    z = zlib.compressobj(1 if colour else 6)
+    body = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    header = struct.pack(">IIBBBBB", width, height, 16, 6 if colour else 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", body) + _chunk(b"IEND", b"")
+
+
+
+def poison_messages(n: int, bucket: str, prefix: str) -> list[tuple[bytes, bytes]]:
+    """n hostile intake messages (Kafka key, value), cycling through the kinds that broke the worker once:
+    JSON nested 5,000 deep, a lone surrogate escape, NaN, binary and zero bytes, a 2 MB unterminated event, a
+    message of 50 records for missing objects. Keys are `poison-<i>` (the dead letters' original_key)."""
+    record = {"eventName": "s3:ObjectCreated:Put", "eventTime": "2025-01-01T00:00:00Z",
+              "s3": {"bucket": {"name": bucket}, "object": {"key": "", "size": 10, "eTag": "0" * 32}}}
+
+    def records(i: int, k: int) -> bytes:
+        rs = [json.loads(json.dumps(record)) for _ in range(k)]
+        for j, r in enumerate(rs):
+            r["s3"]["object"]["key"] = f"{prefix}missing-{i}-{j}.jpg"
+        return json.dumps({"Records": rs}).encode()
+
+    kinds = [lambda i: b"[" * 5000,
+             lambda i: records(i, 1).replace(b'missing-', b'\\ud800-'),
+             lambda i: b'{"Records": [{"eventName": NaN}]}',
+             lambda i: bytes(range(256)) * 4,
+             lambda i: b"\x00" * 64,
+             lambda i: b'{"Records": [{"junk": "' + b"x" * (2 * 2**20),
+             lambda i: records(i, 50)]
+    return [(f"poison-{i}".encode(), kinds[i % len(kinds)](i)) for i in range(n)]
