@@ -21,7 +21,8 @@ async def test_worker_stays_under_its_memory_limit_with_huge_scans_and_bomb_head
                                                                                     slow_scan):
     p = unique_prefix("memory")
     grey = scan16_png(*SCAN_SIZE)
-    objects = {p + "scan16-grey-a.bin": grey, p + "scan16-grey-b.bin": grey, p + "scan16-rgba.bin": slow_scan}
+    objects = {p + "scan16-grey-a.bin": grey, p + "scan16-grey-b.bin": grey, p + "scan16-rgba-a.bin": slow_scan,
+               p + "scan16-rgba-b.bin": slow_scan}
     objects |= {p + f"header-{i:02d}.bin": png_header(*SCAN_SIZE) for i in range(16)}
     objects |= {p + f"photo-{i}.bin": jpeg(i % 4, seed=700 + i) for i in range(4)}
     ups = list(upload_quietly(stack_settings, objects).values())

@@ -103,13 +103,15 @@ def decode_image(data: bytes, max_pixels: int, target: tuple[int, int],
     orientation is applied after shrinking.
     """
     img, orientation = _open_for_target(data, max_pixels, target)
-    stored = target[::-1] if orientation in (5, 6, 7, 8) else target  # the target before rotation
-    cost = decode_cost(img, stored)
+    cost = decode_cost(img, target)
     if budget is not None and cost > budget.capacity:
         raise ImageRejected("bomb", f"{img.width}x{img.height} {img.mode} needs ~{cost / 2**20:.0f} MiB to "
                                     f"decode, more than the decode memory budget of {budget.capacity / 2**20:.0f} MiB")
     with budget.hold(cost) if budget is not None else nullcontext():
         _load(img)
+        if orientation is None:  # formats other than JPEG: EXIF can come after the pixels (PNG eXIf)
+            orientation = _exif_orientation(img)
+        stored = target[::-1] if orientation in (5, 6, 7, 8) else target  # the target before rotation
         small = shrink_to_rgb(img, stored)
         del img
     if orientation in _TRANSPOSE:
@@ -188,13 +190,14 @@ def load_image(data: bytes, max_pixels: int, target: tuple[int, int] | None = No
     """
     img, orientation = _open_for_target(data, max_pixels, target)
     _load(img)
-    if orientation not in (None, 1):
+    if (orientation if orientation is not None else _exif_orientation(img)) not in (None, 1):
         img = ImageOps.exif_transpose(img)
     return img
 
 
 def _open_for_target(data: bytes, max_pixels: int, target: tuple[int, int] | None) -> tuple[Image.Image, int | None]:
-    """Header checks (size limit, formats we name but do not decode) and JPEG draft; nothing decoded yet."""
+    """Header checks (size limit, formats we name but do not decode) and JPEG draft; nothing decoded yet.
+    The EXIF orientation comes back for JPEG only (None: read it after loading)."""
     if not data:
         raise ImageRejected("empty", "object has no bytes")
     _reject_known_non_images(data)
@@ -204,7 +207,8 @@ def _open_for_target(data: bytes, max_pixels: int, target: tuple[int, int] | Non
         raise ImageRejected("bomb", f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
     if img.format == "TIFF" and _DNG_VERSION_TAG in getattr(img, "tag_v2", {}):
         raise ImageRejected("unsupported", "DNG camera raw (only its preview would decode)")
-    orientation = _exif_orientation(img)
+    # Read before any pixel only for JPEG (its EXIF is in the header; PNG's getexif() decodes the whole image)
+    orientation = _exif_orientation(img) if img.format == "JPEG" else None
     if target is not None and img.format == "JPEG":
         th, tw = target
         if orientation in (5, 6, 7, 8):  # stored transposed; the target applies after rotation

@@ -163,7 +163,7 @@ class Bench:
         try:
             poison_keys = body(self)
             keys = [u.key for u in self.run.uploads]
-            out = asyncio.run(collect_outcomes(self.settings, keys, timeout=settle_s, linger=2.0, stall=120))
+            out = asyncio.run(collect_outcomes(self.settings, keys, timeout=settle_s, linger=2.0, stall=30))
             lost_before = sum(not out.settled(k) for k in keys)
             if lost_before:  # the reconciler is part of the system: give it one pass
                 asyncio.run(reconcile(self.settings, KafkaOutcomes(self.settings), prefix=f"faults/{name}/",
