@@ -12,6 +12,7 @@ COMMANDS = {
     "demo": ("streams.orchestration.demo", "the whole job end to end on the embedded stack"),
     "bench": ("streams.orchestration.bench", "pipeline images/s vs the model in-process; latency; batch fill (JSON)"),
     "bench faults": ("streams.orchestration.faultbench", "faults and hostile input on the stack: lost must be 0 (JSON)"),
+    "bench reconcile": ("streams.orchestration.reconcilebench", "what a reconcile pass costs, extrapolated to 1M objects"),
     "settings": ("streams.worker.settings_cli", "print the settings table (env vars, defaults) or current values"),
 }
 

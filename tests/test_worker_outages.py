@@ -38,18 +38,26 @@ async def watch_health(worker, seconds: float) -> list[tuple[int, dict]]:
     return seen
 
 
-async def test_store_refusing_connections_is_retried_and_reported_not_ready(own_worker, stack, stack_settings):
-    p = unique_prefix("s3-outage")
-    ups = list(upload_quietly(stack_settings, {p + f"{i:02d}.bin": jpeg(i % 4, seed=300 + i) for i in range(16)}).values())
-    with TcpProxy(stack.endpoints.s3_endpoint) as proxy:
-        worker, topic = await own_worker("s3-outage", ARTROUTE_S3_ENDPOINT=proxy.address, ARTROUTE_HEALTH_STUCK_S="0.5")
+@pytest.mark.parametrize("dependency", ["store", "triton"])
+async def test_a_dependency_refusing_connections_is_retried_and_reported_not_ready(dependency, own_worker, stack,
+                                                                                   stack_settings):
+    """The store or Triton refuses connections for seconds mid-stream: nothing is dead-lettered, everything is
+    decided once it is back, and /healthz says not ready (naming it) meanwhile."""
+    p = unique_prefix(f"{dependency}-outage")
+    ups = list(upload_quietly(stack_settings, {p + f"{i:02d}.bin": jpeg(i % 4, seed=300 + i) for i in range(12)}).values())
+    target, env = {"store": (stack.endpoints.s3_endpoint, {"ARTROUTE_S3_ENDPOINT": None}),
+                   "triton": (stack.endpoints.triton_url, {"ARTROUTE_TRITON_URL": None,
+                                                           "ARTROUTE_TRITON_RETRY_MAX_S": "1"})}[dependency]
+    with TcpProxy(target) as proxy:
+        env = {k: v or proxy.address for k, v in env.items()}
+        worker, topic = await own_worker(f"{dependency}-outage", ARTROUTE_HEALTH_STUCK_S="0.5", **env)
         with log_tail_on_failure(worker.log_path):
-            await publish_events(stack_settings, topic, ups[:4], content_type="image/jpeg")
-            first = await collect_outcomes(stack_settings, [u.key for u in ups[:4]], timeout=120, linger=0)
-            assert all(k in first.decisions for k in (u.key for u in ups[:4]))
+            await publish_events(stack_settings, topic, ups[:3], content_type="image/jpeg")
+            first = await collect_outcomes(stack_settings, [u.key for u in ups[:3]], timeout=120, linger=0)
+            assert all(u.key in first.decisions for u in ups[:3])
             assert healthz(worker)[0] == 200
             proxy.refuse()
-            await publish_events(stack_settings, topic, ups[4:], content_type="image/jpeg")
+            await publish_events(stack_settings, topic, ups[3:], content_type="image/jpeg")
             during = await watch_health(worker, 6.0)
             proxy.restore()
             out = await collect_outcomes(stack_settings, [u.key for u in ups], timeout=120, linger=0.5)
@@ -57,26 +65,5 @@ async def test_store_refusing_connections_is_retried_and_reported_not_ready(own_
     assert not out.dead_letters, {k: v[0]["error_kind"] for k, v in out.dead_letters.items()}
     assert all(u.key in out.decisions for u in ups)
     not_ready = [body for status, body in during if status == 503]
-    assert not_ready and any("store" in p for body in not_ready for p in body.get("problems", [])), during[-1]
-    assert after[-1][0] == 200, after[-1]
-
-
-async def test_triton_away_past_the_threshold_makes_the_worker_not_ready(own_worker, stack, stack_settings):
-    p = unique_prefix("triton-outage")
-    ups = list(upload_quietly(stack_settings, {p + f"{i:02d}.bin": jpeg(i % 4, seed=400 + i) for i in range(6)}).values())
-    with TcpProxy(stack.endpoints.triton_url) as proxy:
-        worker, topic = await own_worker("triton-outage", ARTROUTE_TRITON_URL=proxy.address,
-                                         ARTROUTE_HEALTH_STUCK_S="1", ARTROUTE_TRITON_RETRY_MAX_S="1")
-        with log_tail_on_failure(worker.log_path):
-            await publish_events(stack_settings, topic, ups[:2], content_type="image/jpeg")
-            first = await collect_outcomes(stack_settings, [u.key for u in ups[:2]], timeout=120, linger=0)
-            assert all(u.key in first.decisions for u in ups[:2])
-            proxy.refuse()
-            await publish_events(stack_settings, topic, ups[2:], content_type="image/jpeg")
-            during = await watch_health(worker, 5.0)
-            proxy.restore()
-            out = await collect_outcomes(stack_settings, [u.key for u in ups], timeout=120, linger=0.5)
-            after = await watch_health(worker, 1.0)
-    assert all(u.key in out.decisions for u in ups) and not out.dead_letters
-    assert any(status == 503 and any("triton" in p for p in body.get("problems", [])) for status, body in during), during
+    assert any(dependency in problem for body in not_ready for problem in body.get("problems", [])), during
     assert after[-1][0] == 200, after[-1]

@@ -133,6 +133,16 @@ class Bench:
         t.start()
         return t
 
+    def midstream(self, fault: Callable[[], None], n: int = 200, rate: float = 15, after: int = 40,
+                  **worker_env: str) -> None:
+        """One worker, n uploads streaming at `rate`; `fault()` once `after` are decided; then the rest."""
+        self.worker(**worker_env)
+        t = self.stream(self.uploads(n), rate=rate)
+        self.decided_at_least(after)
+        fault()
+        self.run.fault_end = time.time()
+        t.join()
+
     def decided_at_least(self, n: int, timeout: float = 180) -> None:
         keys = [u.key for u in self.run.uploads]
         asyncio.run(collect_outcomes(self.settings, keys, timeout=timeout, linger=0, at_least=min(n, len(keys))))
@@ -256,55 +266,36 @@ def rebalance(b: Bench) -> None:
     t.join()
 
 
+def _pause(server, seconds: float) -> None:
+    with paused(server.process.pid):
+        time.sleep(seconds)
+
+
 def triton_sigstop_20s(b: Bench) -> None:
-    b.worker()
-    t = b.stream(b.uploads(200), rate=15)
-    b.decided_at_least(40)
-    with paused(b.stack.triton.process.pid):
-        time.sleep(20)
-    b.run.fault_end = time.time()
-    t.join()
+    b.midstream(lambda: _pause(b.stack.triton, 20))
 
 
 def triton_restart(b: Bench) -> None:
-    b.worker()
-    t = b.stream(b.uploads(200), rate=15)
-    b.decided_at_least(40)
-    b.stack.restart("triton")
-    b.run.fault_end = time.time()
-    t.join()
+    b.midstream(lambda: b.stack.restart("triton"))
 
 
 def store_sigstop_15s(b: Bench) -> None:
-    b.worker()
-    t = b.stream(b.uploads(200), rate=15)
-    b.decided_at_least(40)
-    with paused(b.stack.s3.process.pid):
-        time.sleep(15)
-    b.run.fault_end = time.time()
-    t.join()
+    b.midstream(lambda: _pause(b.stack.s3, 15))
 
 
 def store_refuse_10s(b: Bench) -> None:
-    with TcpProxy(b.stack.endpoints.s3_endpoint) as proxy:
-        b.worker(ARTROUTE_S3_ENDPOINT=proxy.address)
-        t = b.stream(b.uploads(200), rate=15)
-        b.decided_at_least(40)
+    def refuse() -> None:
         proxy.refuse()
         time.sleep(10)
         proxy.restore()
-        b.run.fault_end = time.time()
-        t.join()
+
+    with TcpProxy(b.stack.endpoints.s3_endpoint) as proxy:
+        b.midstream(refuse, ARTROUTE_S3_ENDPOINT=proxy.address)
         b.decided_at_least(len(b.run.uploads), timeout=300)  # before the proxy goes away
 
 
 def broker_restart(b: Bench) -> None:
-    b.worker()
-    t = b.stream(b.uploads(200), rate=15)
-    b.decided_at_least(50)
-    b.stack.restart("kafka", down_s=2.0)
-    b.run.fault_end = time.time()
-    t.join()
+    b.midstream(lambda: b.stack.restart("kafka", down_s=2.0), after=50)
 
 
 def poison_mix(b: Bench) -> set[str]:
