@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, JsonConfigSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streams.contract.imaging import MAX_IMAGE_PIXELS
@@ -102,6 +102,14 @@ class Settings(BaseSettings):
     reconcile_prefix: str = Field("", description="The worker's reconciler looks only at keys under this prefix.")
     log_level: str = Field("INFO", description="Log level.")
     log_json: bool = Field(True, description="Structured JSON logs (one object per line).")
+
+    @field_validator("deadletter_max_bytes")
+    @classmethod
+    def _dead_letters_fit_the_producer(cls, v: int, info: ValidationInfo) -> int:
+        limit = info.data.get("kafka_max_message_bytes")
+        if limit is not None and v > limit:
+            raise ValueError(f"must not exceed ARTROUTE_KAFKA_MAX_MESSAGE_BYTES ({limit})")
+        return v
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
