@@ -57,6 +57,16 @@ class AsyncByteBudget:
     @asynccontextmanager
     async def hold(self, nbytes: int) -> AsyncIterator[int]:
         n = max(0, min(int(nbytes), self.capacity))
+        if not self._queue and self.used + n <= self.capacity:  # fast path: nobody waits and it fits
+            self.used += n  # (one event loop: no other coroutine runs between the test and this)
+            try:
+                yield n
+            finally:
+                self.used -= n
+                if self._queue:
+                    async with self._cond:
+                        self._cond.notify_all()
+            return
         cond = self._cond = self._cond or asyncio.Condition()
         ticket = next(self._tickets)
         async with cond:
