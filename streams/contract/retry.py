@@ -108,6 +108,9 @@ async def call_with_retries(fn: Callable[[], Awaitable[T]], *, transient: Callab
     async def attempt() -> T:  # tenacity awaits only coroutine *functions*; a lambda returning one is awaited here
         return await fn()
 
+    async def attempt() -> T:  # tenacity calls a non-`async def` fn (a lambda) without awaiting its result
+        return await fn()
+
     retrying = AsyncRetrying(retry=retry_if_exception(transient), wait=_Wait(policy), stop=_stop(policy, stop),
                              before_sleep=before_sleep, sleep=sleep, reraise=True)
     result = await retrying(attempt)

@@ -4,7 +4,7 @@ Waits until every server is really ready (Kafka metadata, the S3 bucket, each Tr
 endpoints and writes them to the endpoints file (default .artroute/stack/endpoints.json, or
 $ARTROUTE_STACK_FILE) that the other commands read. Runs until Ctrl-C or SIGTERM, then stops every server.
 With --detach it returns once the stack is ready; `python -m streams stack down` stops it.
-Logs: <run-dir>/logs/{tansu,seaweedfs,triton}.log.
+Logs: <run-dir>/logs/{tansu,seaweedfs,triton}.log (and broker-s3.log with --durable).
 """
 from __future__ import annotations
 
@@ -39,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    f"onnxruntime) or cpu (model.pt, torch) (default: {DEFAULT_CPU_VARIANT}, or "
                    "$ARTROUTE_STACK_TRITON_CONFIG)")
     p.add_argument("--no-triton", action="store_true", help="start only Kafka and S3")
+    p.add_argument("--durable", action="store_true",
+                   help="keep the broker's data on an S3 store of its own (a second SeaweedFS) and the objects "
+                        "across restarts: a broker or stack restart loses nothing")
     p.add_argument("--detach", action="store_true", help="return once ready; stop later with `stack down`")
 
 
@@ -49,6 +52,8 @@ def config_from_args(args: argparse.Namespace) -> StackConfig:
         "triton_http_port": args.triton_http_port, "triton_config": args.triton_config}.items() if v is not None}
     if args.no_triton:
         overrides["with_triton"] = False
+    if args.durable:
+        overrides["durable"] = True
     try:
         return StackConfig(**overrides)
     except ValidationError as e:
@@ -89,7 +94,7 @@ def _run(config: StackConfig) -> int:
         print_endpoints(path)
         print("stack is up; Ctrl-C stops it", flush=True)
         while not stop.wait(1.0):
-            for server in (stack.kafka, stack.s3, stack.triton):
+            for server in (stack.broker_s3, stack.kafka, stack.s3, stack.triton):
                 if server is not None and server.process.exited():
                     raise StackError(f"{server.process.name} exited unexpectedly: {server.process.last_log_line()}")
     finally:

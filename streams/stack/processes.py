@@ -28,6 +28,19 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
+def write_private(path: Path, text: str) -> Path:
+    """Write `text` to `path` readable by its owner only (0600, also while it is written): secrets inside."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600)  # whatever the umask
+    tmp.replace(path)
+    return path
+
+
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -117,6 +130,19 @@ class ManagedProcess:
         except OSError:
             return "(no log)"
         return lines[-1][:300] if lines else "(empty log)"
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once (a crash), and wait until it is gone."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _group_alive(self.proc.pid):
+            time.sleep(0.05)
+        self.proc.poll()
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM the whole process group, then SIGKILL whatever is left after timeout."""

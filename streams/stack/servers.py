@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from streams.contract.triton_config import CONTRACT_FILE, CPU_VARIANTS, MODEL_FILES, RUNNER_FILE, VARIANT_FILES
-from streams.stack.processes import ManagedProcess, StackError, wait_until
+from streams.stack.processes import ManagedProcess, StackError, wait_until, write_private
 
 DEFAULT_CPU_VARIANT = "cpu-onnx"
 """What the embedded stack serves unless ARTROUTE_STACK_TRITON_CONFIG says otherwise: model.onnx with
@@ -49,12 +49,14 @@ def _http_ok(url: str) -> bool:
 class KafkaServer:
     """tansu broker, memory storage by default."""
 
-    def __init__(self, run_dir: Path, port: int, storage: str = "memory://tansu/"):
+    def __init__(self, run_dir: Path, port: int, storage: str = "memory://tansu/", env: dict[str, str] | None = None):
+        """storage: memory://tansu/ (lost at exit) or s3://bucket/ with the store named in env (durable)."""
         self.port = port
         url = f"tcp://127.0.0.1:{port}"
         self.process = ManagedProcess("kafka (tansu)", [
             str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-            "--storage-engine", storage], run_dir / "logs" / "tansu.log", cwd=run_dir)
+            "--storage-engine", storage], run_dir / "logs" / "tansu.log", cwd=run_dir,
+            env=dict(os.environ, **env) if env else None)
 
     @property
     def bootstrap(self) -> str:
@@ -62,8 +64,11 @@ class KafkaServer:
 
     def start(self, timeout: float, topics: dict[str, int]) -> None:
         self.process.start()
-        wait_until(lambda: asyncio.run(_kafka_metadata(self.bootstrap)), timeout, "kafka (tansu)", self.process)
+        self.wait_ready(timeout)
         asyncio.run(create_topics(self.bootstrap, topics))
+
+    def wait_ready(self, timeout: float) -> None:
+        wait_until(lambda: asyncio.run(_kafka_metadata(self.bootstrap)), timeout, "kafka (tansu)", self.process)
 
 
 async def _kafka_metadata(bootstrap: str) -> bool:
@@ -106,33 +111,40 @@ class S3Server:
     was chosen with its +10000 twin free.
     """
 
-    def __init__(self, run_dir: Path, ports: dict[str, int], kafka_bootstrap: str, topic: str,
-                 access_key: str, secret_key: str, bucket: str):
+    def __init__(self, run_dir: Path, ports: dict[str, int], kafka_bootstrap: str | None, topic: str | None,
+                 access_key: str, secret_key: str, bucket: str, name: str = "seaweedfs"):
+        """With kafka_bootstrap None: no bucket notifications (the durable broker's own store)."""
         self.ports, self.access_key, self.secret_key, self.bucket = ports, access_key, secret_key, bucket
-        work = run_dir / "seaweedfs"
+        work = run_dir / name
         (work / "data").mkdir(parents=True, exist_ok=True)
-        (work / "notification.toml").write_text(
-            "[notification.kafka]\nenabled = true\n"
-            f'hosts = ["{kafka_bootstrap}"]\ntopic = "{topic}"\n'
-            'offsetFile = "./kafka.offset"\noffsetSaveIntervalSeconds = 10\n')
-        (work / "s3.json").write_text(json.dumps({"identities": [{
+        if kafka_bootstrap:
+            (work / "notification.toml").write_text(
+                "[notification.kafka]\nenabled = true\n"
+                f'hosts = ["{kafka_bootstrap}"]\ntopic = "{topic}"\n'
+                'offsetFile = "./kafka.offset"\noffsetSaveIntervalSeconds = 10\n')
+        write_private(work / "s3.json", json.dumps({"identities": [{  # the secret: owner-only
             "name": access_key, "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-        self.process = ManagedProcess("s3 (seaweedfs)", [
+        self.process = ManagedProcess(f"s3 ({name})", [
             str(weed_binary()), "mini", f"-dir={work / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
             f"-filer.port={ports['filer']}", f"-s3.port={ports['s3']}", f"-admin.port={ports['admin']}",
             f"-s3.port.iceberg={ports['iceberg']}", f"-s3.port.lance={ports['lance']}",
             "-webdav=false", "-admin.ui=false", f"-s3.config={work / 's3.json'}", f"-bucket={bucket}",
-        ], run_dir / "logs" / "seaweedfs.log", cwd=work)
+        ], run_dir / "logs" / f"{name}.log", cwd=work)
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.ports['s3']}"
 
+    def client_env(self) -> dict[str, str]:
+        """The environment an AWS-SDK client (tansu's object_store) needs to use this store."""
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                "AWS_ENDPOINT": f"http://{self.endpoint}", "AWS_ALLOW_HTTP": "true", "AWS_DEFAULT_REGION": "us-east-1"}
+
     def start(self, timeout: float) -> None:
         self.process.start()
-        wait_until(self._bucket_ready, timeout, "s3 (seaweedfs)", self.process, interval=0.5)
+        wait_until(self._bucket_ready, timeout, self.process.name, self.process, interval=0.5)
 
     def _bucket_ready(self) -> bool:
         from minio import Minio

@@ -8,19 +8,18 @@ downstream. Both models carry `schema_version`; their JSON Schemas are committed
 """
 from __future__ import annotations
 
-import base64
 import json
-import math
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from streams.contract.curation import ModelRef
 from streams.contract.model import Label
+from streams.worker.deadletters import DeadLetter  # noqa: F401 - moved to deadletters.py; importable from here
 from streams.worker.events import IntakeEvent, Source
 
 DECISION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:artroute:routing-decision")
@@ -65,6 +64,10 @@ class RoutingDecision(BaseModel):
     decided_at: AwareDatetime
     needs_review: bool
     review_reason: ReviewReason | None = None
+    event_etag: str | None = Field(None, description="The eTag the event named, when the store held other content "
+                                                     "(a newer upload): `etag` is what was fetched and decided.")
+    uploaded_key: str | None = Field(None, description="The key as the event named it, when the store holds the "
+                                                       "object under the normalised `key` (e.g. '//' collapsed).")
 
 
 def decide(event: IntakeEvent, probs: np.ndarray, labels: Sequence[Label], model_name: str, model_version: str,
@@ -101,62 +104,6 @@ def decide(event: IntakeEvent, probs: np.ndarray, labels: Sequence[Label], model
         top3=[ScoredLabel(label=labels[i].name, score=float(p[i])) for i in order[:3]],
         model=ModelRef(name=model_name, version=model_version),
         event_time=event.event_time, decided_at=now, needs_review=reason is not None, review_reason=reason)
-
-
-class DeadLetter(BaseModel):
-    """An intake message (or one of its events) that could not be decided, with the original bytes."""
-    model_config = ConfigDict(frozen=True, title="DeadLetter")
-
-    schema_version: Literal[1] = 1
-    error_kind: str = Field(description='Stable error class, e.g. "invalid_record", "bad_protobuf", '
-                                        '"not_found", "too_large", "corrupt", "bomb", "inference".')
-    message: str
-    stage: Literal["parse", "fetch", "decode", "infer", "decide"]
-    original_b64: str = Field(description="The original intake message value, base64.")
-    original_json: Any = Field(None, description="The original value parsed as JSON, when it is JSON.")
-    original_key: str | None = Field(None, description="The original Kafka message key (UTF-8, replaced).")
-    bucket: str | None = None
-    key: str | None = None
-    etag: str | None = None
-    source_topic: str | None = None
-    source_partition: int | None = None
-    source_offset: int | None = None
-    failed_at: AwareDatetime
-
-    @classmethod
-    def from_message(cls, value: bytes, *, error_kind: str, message: str, stage: str, failed_at: datetime,
-                     key: bytes | None = None, event: IntakeEvent | None = None, topic: str | None = None,
-                     partition: int | None = None, offset: int | None = None) -> DeadLetter:
-        """Build from the raw intake message; `event` (when one was parsed) names the object."""
-        return cls(error_kind=error_kind, message=message, stage=stage, failed_at=failed_at,
-                   original_b64=base64.b64encode(value).decode("ascii"), original_json=_json_or_none(value),
-                   original_key=key.decode("utf-8", "replace") if key is not None else None,
-                   bucket=event.bucket if event else None, key=event.key if event else None,
-                   etag=event.etag if event else None,
-                   source_topic=topic, source_partition=partition, source_offset=offset)
-
-    def original_bytes(self) -> bytes:
-        """The message value exactly as it arrived (for a replay onto the intake topic)."""
-        return base64.b64decode(self.original_b64)
-
-
-def _json_or_none(value: bytes) -> Any:
-    try:
-        doc = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return None
-    return doc if _finite(doc) else None
-
-
-def _finite(doc: Any) -> bool:
-    """JSON with NaN/Infinity (accepted by json.loads) cannot be re-serialised as strict JSON."""
-    if isinstance(doc, float):
-        return math.isfinite(doc)
-    if isinstance(doc, dict):
-        return all(_finite(v) for v in doc.values())
-    if isinstance(doc, list):
-        return all(_finite(v) for v in doc)
-    return True
 
 
 def utc_now() -> datetime:

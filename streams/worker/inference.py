@@ -124,10 +124,13 @@ class TritonModel:
             raise InferenceFailed(f"the response lacks {PROBS.name} or {CONTRACT.name} (not an artroute model?)")
         return Answer(probs=probs, digests=digests, version=result.get_response().model_version)
 
-    async def infer_with_retries(self, images: np.ndarray, stop: asyncio.Event | None = None) -> Answer:
-        """Infer, retrying while Triton or the model is not there (never drops); InferenceFailed at once."""
+    async def infer_with_retries(self, images: np.ndarray, stop: asyncio.Event | None = None,
+                                 on_retry=None, on_success=None) -> Answer:
+        """Infer, retrying while Triton or the model is not there (never drops); InferenceFailed at once.
+        `on_retry` / `on_success`: the retry policy's hooks (the worker's health)."""
         return await call_with_retries(lambda: self.infer(images), transient=_is_transient,
-                                       policy=self.policy("inference"), stop=stop)
+                                       policy=self.policy("inference"), stop=stop, on_retry=on_retry,
+                                       on_success=on_success)
 
 
 def check_served(served: ServedModel, max_batch: int) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from streams.worker.decisions import DeadLetter, RoutingDecision
+from streams.worker.deadletters import DeadLetter
+from streams.worker.decisions import RoutingDecision
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 SCHEMAS: dict[str, type[BaseModel]] = {

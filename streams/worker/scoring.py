@@ -19,6 +19,7 @@ import numpy as np
 from streams.contract.model import CONTRACT, PROBS, ModelContract
 from streams.worker import metrics
 from streams.worker.contracts import ContractBook, UnknownContract
+from streams.worker.health import Health
 from streams.worker.inference import InferenceFailed, TritonModel
 
 
@@ -37,16 +38,18 @@ class Unscored:
 
 
 async def score(model: TritonModel, book: ContractBook, images: np.ndarray,
-                stop: asyncio.Event | None = None) -> list[Scored | Unscored]:
-    """One outcome per image of `images` (uint8 (N, 3, H, W)), in order."""
+                stop: asyncio.Event | None = None, health: Health | None = None) -> list[Scored | Unscored]:
+    """One outcome per image of `images` (uint8 (N, 3, H, W)), in order. `health` hears of Triton failing
+    (retries) and of calls that hang."""
     try:
-        answer = await _infer(model, images, stop)
+        answer = await _infer(model, images, stop, health)
     except InferenceFailed as e:
         if len(images) > 1:
             mid = len(images) // 2
-            return [*await score(model, book, images[:mid], stop), *await score(model, book, images[mid:], stop)]
+            return [*await score(model, book, images[:mid], stop, health),
+                    *await score(model, book, images[mid:], stop, health)]
         try:
-            answer = await _infer(model, images, stop)
+            answer = await _infer(model, images, stop, health)
         except InferenceFailed:
             return [Unscored("inference", str(e), "infer")]
     out: list[Scored | Unscored] = []
@@ -60,9 +63,14 @@ async def score(model: TritonModel, book: ContractBook, images: np.ndarray,
     return out
 
 
-async def _infer(model: TritonModel, images: np.ndarray, stop: asyncio.Event | None):
+async def _infer(model: TritonModel, images: np.ndarray, stop: asyncio.Event | None, health: Health | None):
     t0 = time.perf_counter()
-    answer = await model.infer_with_retries(images, stop)
+    if health is None:
+        answer = await model.infer_with_retries(images, stop)
+    else:
+        with health.call("triton"):  # retrying or hanging past ARTROUTE_HEALTH_STUCK_S: not ready
+            answer = await model.infer_with_retries(images, stop, on_retry=lambda e, _a, _w: health.failing("triton", e),
+                                                    on_success=lambda: health.ok("triton"))
     metrics.INFERENCE_SECONDS.observe(time.perf_counter() - t0)
     metrics.BATCH_SIZE.observe(len(images))
     if answer.probs.ndim != 2 or len(answer.probs) != len(images) or answer.digests.shape != (len(images), 32):

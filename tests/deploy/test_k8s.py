@@ -72,7 +72,8 @@ def test_k8s_worker_probes_and_metrics_port(base_objects, base_config):
     assert ports["metrics"] == port
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         get = c[probe]["httpGet"]
-        assert get["path"] == "/healthz" and ports.get(get["port"], get["port"]) == port, probe
+        path = "/livez" if probe == "livenessProbe" else "/healthz"
+        assert get["path"] == path and ports.get(get["port"], get["port"]) == port, probe
     ann = worker["spec"]["template"]["metadata"]["annotations"]
     assert ann["prometheus.io/port"] == str(port) and ann["prometheus.io/path"] == "/metrics"
     assert c["args"] == ["worker"] and "worker" in commands("streams")
