@@ -67,7 +67,7 @@ async def test_poison_messages_become_dead_letters_and_take_no_batch_mate_with_t
         b"zero": b"\x00" * 100,
         b"\xff\xfe bad key": b'{"Records": [null]}',
     }
-    worker, topic = await own_worker("poison", ARTROUTE_MAX_BATCH="64", ARTROUTE_BATCH_WINDOW_S="1.0",
+    worker, topic = await own_worker("poison", ARTROUTE_MAX_BATCH="32", ARTROUTE_BATCH_WINDOW_S="1.0",
                                      ARTROUTE_DEADLETTER_MAX_BYTES=str(DEADLETTER_MAX))
     with log_tail_on_failure(worker.log_path):
         await publish_events(stack_settings, topic, good[:15], content_type="image/jpeg")

@@ -54,6 +54,7 @@ async def own_topics(name: str, settings, model_name: str | None = None) -> tupl
 
     env = {f"ARTROUTE_{kind.upper()}_TOPIC": f"{name}.{kind}" for kind in ("intake", "decisions", "review", "deadletter")}
     env["ARTROUTE_CONSUMER_GROUP"] = name
+    env["ARTROUTE_METRICS_PORT"] = str(free_port())     # the session worker holds worker_env's port
     if model_name:
         env["ARTROUTE_MODEL_NAME"] = model_name
     await create_topics(settings.kafka_brokers, {t: 2 for k, t in env.items() if k.endswith("_TOPIC")})
