@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import importlib
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from streams.worker.settings import Settings
@@ -175,3 +178,18 @@ def pod_env(obj: dict, configmaps: dict[str, dict], secrets: dict[str, dict]) ->
         if "value" in item:
             env[item["name"]] = item["value"]
     return env
+
+
+def kustomize_cmd() -> list[str]:
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize"]
+    pytest.skip("neither kustomize nor kubectl is installed (Debian's kubernetes-client is too old for `labels`)")
+
+
+def render(directory: Path) -> list[dict]:
+    """The documents `kustomize build directory` renders."""
+    r = subprocess.run([*kustomize_cmd(), str(directory)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return [d for d in yaml.safe_load_all(r.stdout) if d]

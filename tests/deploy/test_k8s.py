@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
 
 from streams.worker.settings import Settings
 from tests.deploy.deployfiles import (BASE, DEFAULTS, K8S, OVERLAY, PLACEHOLDER, TOPIC_FIELDS, assert_pinned,
-                                      commands, container, find, generated, host_port, kustomization, pod_env,
+                                      commands, container, find, generated, host_port, kustomization, pod_env, render,
                                       settings_from, walk)
 
 
@@ -174,20 +172,6 @@ def test_k8s_every_referenced_configmap_and_secret_is_generated(base_objects):
     assert refs and refs <= names, refs - names
 
 
-def _kustomize_cmd() -> list[str]:
-    if shutil.which("kustomize"):
-        return ["kustomize", "build"]
-    if shutil.which("kubectl"):
-        return ["kubectl", "kustomize"]
-    pytest.skip("neither kustomize nor kubectl is installed")
-
-
-def _render(directory: Path) -> list[dict]:
-    r = subprocess.run([*_kustomize_cmd(), str(directory)], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    return [d for d in yaml.safe_load_all(r.stdout) if d]
-
-
 @pytest.fixture(scope="module")
 def rendered_overlay(tmp_path_factory) -> list[dict]:
     """The production overlay rendered with the committed templates standing in for the real secrets."""
@@ -196,11 +180,11 @@ def rendered_overlay(tmp_path_factory) -> list[dict]:
     secrets = root / "overlays" / "production" / "secrets"
     for example in secrets.glob("*.example"):
         shutil.copy(example, example.with_suffix(""))
-    return _render(root / "overlays" / "production")
+    return render(root / "overlays" / "production")
 
 
 def test_kustomize_renders_base():
-    docs = _render(BASE)
+    docs = render(BASE)
     kinds = Counter(d["kind"] for d in docs)
     assert kinds["Deployment"] == 2 and kinds["ScaledObject"] == 1 and kinds["Job"] == 4
     names = {d["metadata"]["name"] for d in docs}

@@ -17,6 +17,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.deploy.deployfiles import render
+
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 COMPOSE = REPO / "deploy" / "compose" / "compose.yaml"
@@ -32,20 +34,6 @@ def apt_install(package: str, binary: str) -> str | None:
             if subprocess.run(cmd, env=env, capture_output=True, timeout=600).returncode == 0 and shutil.which(binary):
                 break
     return shutil.which(binary)
-
-
-def kustomize_cmd() -> list[str]:
-    if shutil.which("kustomize"):
-        return ["kustomize", "build"]
-    if shutil.which("kubectl"):
-        return ["kubectl", "kustomize"]
-    pytest.skip("neither kustomize nor kubectl is installed (Debian's kubernetes-client is too old for `labels`)")
-
-
-def render(directory: Path) -> list[dict]:
-    r = subprocess.run([*kustomize_cmd(), str(directory)], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    return [d for d in yaml.safe_load_all(r.stdout) if d]
 
 
 @pytest.fixture(scope="module")
