@@ -146,6 +146,11 @@ class LedgerProcess(WorkerProcess):
     ARGS = ("ledger", "run", "--api")
 
 
+class ConsoleProcess(WorkerProcess):
+    """`python -m streams console` (the curators' web console) as a subprocess."""
+    ARGS = ("console",)
+
+
 def percentile(values: list[float], q: float, digits: int = 3) -> float | None:
     """The q-quantile (nearest rank) of values, rounded; None for no values."""
     if not values:
