@@ -20,6 +20,7 @@ COMMANDS = {
     "console": ("streams.console.cli", "the curators' web console: review queue, grid, search, dead letters, model"),
     "console add-user": ("streams.console.cli_users", "add or replace a local console account (password from stdin)"),
     "console remove-user": ("streams.console.cli_remove", "remove a local console account"),
+    "console serve": ("streams.console.cli", "serve the console (the same as `console` alone)"),
     "console bench": ("streams.orchestration.console_bench", "console review page and key-press-to-photo times at 1M rows (JSON)"),
     "bench faults": ("streams.orchestration.faultbench", "faults and hostile input on the stack: lost must be 0 (JSON)"),
     "bench reconcile": ("streams.orchestration.reconcilebench", "what a reconcile pass costs, extrapolated to 1M objects"),

@@ -10,12 +10,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
 from streams.console.users import UserStore
 from streams.ledger.service import Ledger
-from streams.orchestration.harness import ConsoleProcess, LedgerProcess, Upload, WorkerProcess, upload_all
+from streams.orchestration.harness import ConsoleProcess, LedgerProcess, Upload, WorkerProcess, upload_all, wait_http_ok
 from streams.stack.processes import StackError, free_port
 from streams.stack.servers import create_topics
 from streams.worker.settings import Settings
@@ -68,21 +67,6 @@ def _has(ledger: Ledger, bucket: str, key: str, check) -> bool:
     return check(obj) if check else True
 
 
-async def _wait_healthy(url: str, proc: WorkerProcess, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as http:
-        while time.monotonic() < deadline:
-            if proc.proc.poll() is not None:
-                raise RuntimeError(f"the console exited with {proc.proc.returncode}")
-            try:
-                if (await http.get(url + "/healthz", timeout=2)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.3)
-    raise RuntimeError("the console did not become healthy")
-
-
 @pytest.fixture(scope="session")
 async def console(stack, stack_settings, worker_env, tmp_path_factory) -> ConsoleStack:
     name = f"console-{uuid.uuid4().hex[:6]}"
@@ -113,7 +97,7 @@ async def console(stack, stack_settings, worker_env, tmp_path_factory) -> Consol
                                        "ARTROUTE_CONSOLE_LOGIN_WINDOW_S": "15"},
                                       log_path=work / "console.log").start()
     try:
-        await _wait_healthy(cs.url, procs["console"])
+        await asyncio.to_thread(wait_http_ok, cs.url + "/healthz", procs["console"].proc)
         yield cs
     finally:
         for p in procs.values():
