@@ -105,7 +105,10 @@ class UserStore:
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return None
         if self.hasher.check_needs_rehash(entry["hash"]):
-            self._update(name, lambda e: {**e, "hash": self.hasher.hash(password)})
+            try:
+                self._update(name, lambda e: {**e, "hash": self.hasher.hash(password)})
+            except OSError:   # a read-only users file (a Kubernetes Secret): keep the old hash, still log in
+                pass
         return User(name, entry["role"])
 
     # --- writing -----------------------------------------------------------------------------------

@@ -94,10 +94,10 @@ def test_ledger_env_files_set_only_settings_fields():
 
 def test_the_production_overlay_enables_the_ledger_with_its_own_secret_file():
     overlay = yaml.safe_load((OVERLAY / "kustomization.yaml").read_text())
-    assert overlay["components"] == ["../../components/ledger", "secrets"]
+    assert overlay["components"] == ["../../components/ledger", "../../components/console", "secrets"]
     secrets = yaml.safe_load((OVERLAY / "secrets" / "kustomization.yaml").read_text())
     assert secrets["kind"] == "Component"
-    [gen] = secrets["secretGenerator"]
+    gen = secrets["secretGenerator"][0]
     assert (gen["name"], gen["behavior"], gen["envs"]) == ("artroute-ledger", "replace", ["ledger.env"])
     component = yaml.safe_load((COMPONENT / "kustomization.yaml").read_text())
     assert [g["name"] for g in component["secretGenerator"]] == ["artroute-ledger"]
