@@ -110,6 +110,10 @@ async def test_a_state_change_needs_the_csrf_token(console, queued):
         assert r.status_code == 201 and r.json()["curator"] == "ivy"
         retract = await http.post(f"/api/verdicts/{r.json()['verdict_id']}/retract", headers={"X-CSRF-Token": http.csrf})
         assert retract.status_code == 201 and retract.json()["kind"] == "retract"
+        metrics = (await http.get("/metrics")).text     # open, for Prometheus: latency and verdicts per minute
+        assert re.search(r'artroute_console_verdicts_total\{kind="not_routable"\} [1-9]', metrics)
+        assert re.search(r"artroute_console_verdicts_last_minute [1-9]", metrics)
+        assert re.search(r'artroute_console_request_seconds_count\{method="POST",route="/api/verdicts"\} [1-9]', metrics)
     async with httpx.AsyncClient(base_url=console.url) as anon:  # the login form needs its token too
         r = await anon.post("/login", data={"username": "ivy", "password": PASSWORD})
         assert r.status_code == 403

@@ -2,7 +2,6 @@
 enabled in the production overlay, behind a TLS Ingress) agrees with the code and holds no secrets."""
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 import subprocess
@@ -13,8 +12,8 @@ import yaml
 from streams.__main__ import COMMANDS
 from streams.console.users import UserStore
 from streams.ledger.db import database_url
-from tests.deploy.test_deploy_ledger import (COMPOSE_DIR, K8S, OVERLAY, PLACEHOLDER, REPO, _kustomize, defaults,
-                                             env_file, settings_of)
+from tests.deploy.test_deploy_ledger import (COMPOSE_DIR, K8S, OVERLAY, PLACEHOLDER, REPO, defaults, env_file,
+                                             env_from, render_production, settings_of)
 
 COMPONENT = K8S / "components" / "console"
 
@@ -63,17 +62,8 @@ def test_console_env_files_set_only_settings_fields_and_no_secrets(monkeypatch, 
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> dict[tuple[str, str], dict]:
-    cmd = _kustomize()
-    root = tmp_path_factory.mktemp("k8s") / "k8s"
-    shutil.copytree(K8S, root)
-    secrets = root / "overlays" / "production" / "secrets"
-    for example in secrets.glob("*.example"):
-        shutil.copy(example, example.with_suffix(""))
-    (secrets / "console.env").write_text("ARTROUTE_CONSOLE_SECRET_KEY=key-from-file\n"
-                                         "ARTROUTE_CONSOLE_OIDC_CLIENT_SECRET=oidc-from-file\n")
-    r = subprocess.run([*cmd, str(root / "overlays" / "production")], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(r.stdout) if d}
+    return render_production(tmp_path_factory.mktemp("k8s") / "k8s", {
+        "console.env": "ARTROUTE_CONSOLE_SECRET_KEY=key-from-file\nARTROUTE_CONSOLE_OIDC_CLIENT_SECRET=oidc-from-file\n"})
 
 
 def test_rendered_console_behind_tls_with_the_overlays_secrets(rendered, monkeypatch, tmp_path):
@@ -83,13 +73,7 @@ def test_rendered_console_behind_tls_with_the_overlays_secrets(rendered, monkeyp
     spec = dep["spec"]["template"]["spec"]
     c = spec["containers"][0]
     assert c["args"] == ["console"] and c["image"].startswith("registry.example.org/artroute/worker:")
-    data = {}
-    for src in c["envFrom"]:
-        ref = src.get("configMapRef") or src.get("secretRef")
-        doc = rendered[("ConfigMap" if "configMapRef" in src else "Secret", ref["name"])]
-        values = doc["data"]
-        data.update(values if "configMapRef" in src else {k: base64.b64decode(v).decode() for k, v in values.items()})
-    s = settings_of(data, monkeypatch, tmp_path)
+    s = settings_of(env_from(rendered, c), monkeypatch, tmp_path)
     assert s.console_secret_key.get_secret_value() == "key-from-file"
     assert s.console_oidc_client_secret.get_secret_value() == "oidc-from-file"
     assert database_url(s.ledger_url, s.ledger_password.get_secret_value()).host == "artroute-postgres"
