@@ -2,6 +2,7 @@
 enabled in the production overlay, behind a TLS Ingress) agrees with the code and holds no secrets."""
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
