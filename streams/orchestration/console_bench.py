@@ -27,7 +27,7 @@ import re
 import tempfile
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -89,12 +89,16 @@ def photo(i: int, size=(1024, 768)) -> bytes:
 
 def seed_photos(engine, settings, n: int) -> int:
     """n photos in S3, decided (through the ledger's ingest) as the queue's oldest items; bytes per photo."""
-    ups = upload_all(settings, [Upload(f"bench-review/{i:05d}.jpg", photo(i)) for i in range(n)])
+    run = uuid.uuid4().hex[:8]
+    ups = upload_all(settings, [Upload(f"bench-review/{run}/{i:05d}.jpg", photo(i)) for i in range(n)])
+    with read(engine) as conn:
+        oldest = conn.execute(text("SELECT min(event_time) FROM objects")).scalar()
+    start = min(_aware(oldest), T0) - timedelta(seconds=n + 1) if oldest else T0
     rng = np.random.default_rng(7)
     labels = [Label(name=d, department_ids=[i + 1]) for i, d in enumerate(DEPARTMENTS)]
     msgs = []
     for i, u in enumerate(ups):
-        at = T0 - timedelta(days=30) + timedelta(seconds=i)   # older than every filled row: shown first
+        at = start + timedelta(seconds=i)   # older than every row already there: shown first
         ev = IntakeEvent(bucket=settings.bucket, key=u.key, size=len(u.data), etag=u.etag, version_id=None,
                          sequencer="", event_time=at, event_name="s3:ObjectCreated:Put", content_type="image/jpeg",
                          source="s3")
@@ -103,6 +107,13 @@ def seed_photos(engine, settings, n: int) -> int:
         msgs.append(parse(d.model_dump_json().encode(), "decision"))
     Ingestor(engine, 0.0).ingest(msgs)
     return sum(len(u.data) for u in ups) // max(1, n)
+
+
+def _aware(at):
+    """SQLite hands back naive UTC times."""
+    if isinstance(at, str):
+        at = datetime.fromisoformat(at)
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def logged_in(url: str) -> httpx.Client:
@@ -166,7 +177,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--photos", type=int, default=200, help="real photos at the head of the queue (default 200)")
     p.add_argument("--requests", type=int, default=300, help="GET /review requests timed (default 300)")
     p.add_argument("--presses", type=int, default=100, help="verdict key presses timed (default 100)")
-    p.add_argument("--ledger-url", help="an empty database to bench on (default: a SQLite file in --work-dir)")
+    p.add_argument("--ledger-url", help="the database to bench on, filled up to --rows (default: a fresh SQLite "
+                                        "file in --work-dir; a filled one can be given again to skip the fill)")
     p.add_argument("--work-dir", type=Path, help="stack, database and logs (default: a temp dir)")
 
 
@@ -186,8 +198,10 @@ def main(args: argparse.Namespace) -> int:
         settings = stack.settings_for_clients().model_copy(update={"ledger_url": url_db})
         engine = make_engine(url_db)
         migrate(engine)
-        print(f"filling the ledger to {args.rows} rows ...", flush=True)
-        fill_s = fill(engine, args.rows - args.photos)
+        with read(engine) as conn:
+            there = conn.execute(text("SELECT count(*) FROM objects")).scalar()
+        print(f"filling the ledger from {there} to {args.rows} rows ...", flush=True)
+        fill_s = fill(engine, max(0, args.rows - args.photos - there))
         photo_bytes = seed_photos(engine, settings, args.photos)
         with read(engine) as conn:
             rows = conn.execute(text("SELECT count(*) FROM objects")).scalar()

@@ -301,13 +301,13 @@
       const onControl = e.target && (e.target.tagName === "BUTTON" || e.target.tagName === "A");
       const k = e.key;
       if ((k === "Enter" && !onControl) || k === "1" || k === "2" || k === "3") {
-        state.keyAt = performance.now();
+        state.keyAt = e.timeStamp;   // when the key went down (same clock as performance.now())
         pick(k === "Enter" ? 1 : Number(k));
       } else if (k === "n" || k === "N") {
-        state.keyAt = performance.now();
+        state.keyAt = e.timeStamp;
         verdict("not_routable");
       } else if (k === "s" || k === "S") {
-        state.keyAt = performance.now();
+        state.keyAt = e.timeStamp;
         skip();
       } else if (k === "u" || k === "U") {
         undo();
