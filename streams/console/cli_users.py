@@ -25,6 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                                     "re-publish (default curator)")
     p.add_argument("--password-file", type=Path, help="read the password from the first line of this file")
     p.add_argument("--users-file", type=Path, help="default ARTROUTE_CONSOLE_USERS_FILE")
+    # Refused with a clear error (and never echoed): without it argparse would take `--password X` as an
+    # abbreviation of --password-file and print X in its error.
+    p.add_argument("--password", help=argparse.SUPPRESS)
+    p.allow_abbrev = False
 
 
 def read_password(path: Path | None) -> str:
@@ -44,6 +48,9 @@ def read_password(path: Path | None) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.password is not None:
+        raise AccountError("no passwords on the command line (ps and the shell history show them): pipe it to "
+                           "stdin or use --password-file")
     path = args.users_file or load_settings().console_users_file
     store = UserStore(path)
     existed = store.add(args.name, args.role, read_password(args.password_file))
