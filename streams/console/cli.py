@@ -7,7 +7,7 @@ the S3 store for the photos. Nobody gets in without logging in: local accounts
 OIDC single sign-on (ARTROUTE_CONSOLE_OIDC_*). Sessions are signed with ARTROUTE_CONSOLE_SECRET_KEY.
 /healthz and /metrics are open for probes and Prometheus. See docs/console.md.
 
-also: console add-user, console remove-user, console bench
+also: console serve (the same), console add-user, console remove-user, console bench
 """
 from __future__ import annotations
 

@@ -36,12 +36,11 @@ from PIL import Image
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from streams.contract.model import Label
 from streams.ledger.db import make_engine, migrate, read
 from streams.ledger.ingest import Ingestor
 from streams.ledger.messages import parse
 from streams.orchestration.harness import ConsoleProcess, Upload, percentile, upload_all, wait_http_ok
-from streams.orchestration.ledger_bench import DEPARTMENTS, T0, fill
+from streams.orchestration.ledger_bench import DEPARTMENTS, LABELS, T0, fill
 from streams.stack.processes import free_port
 from streams.stack.stack import Stack, StackConfig
 from streams.worker.decisions import decide
@@ -95,7 +94,6 @@ def seed_photos(engine, settings, n: int) -> int:
         oldest = conn.execute(text("SELECT min(event_time) FROM objects")).scalar()
     start = min(_aware(oldest), T0) - timedelta(seconds=n + 1) if oldest else T0
     rng = np.random.default_rng(7)
-    labels = [Label(name=d, department_ids=[i + 1]) for i, d in enumerate(DEPARTMENTS)]
     msgs = []
     for i, u in enumerate(ups):
         at = start + timedelta(seconds=i)   # older than every row already there: shown first
@@ -103,7 +101,7 @@ def seed_photos(engine, settings, n: int) -> int:
                          sequencer="", event_time=at, event_name="s3:ObjectCreated:Put", content_type="image/jpeg",
                          source="s3")
         probs = rng.dirichlet(np.full(len(DEPARTMENTS), 0.3))
-        d = decide(ev, probs, labels, settings.model_name, "1", 1.01, 0.15, at + timedelta(seconds=1))
+        d = decide(ev, probs, LABELS, settings.model_name, "1", 1.01, 0.15, at + timedelta(seconds=1))
         msgs.append(parse(d.model_dump_json().encode(), "decision"))
     Ingestor(engine, 0.0).ingest(msgs)
     return sum(len(u.data) for u in ups) // max(1, n)
