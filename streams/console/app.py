@@ -36,6 +36,7 @@ from streams.console.oidc import OidcConfig, make_oauth
 from streams.console.photos import Photos
 from streams.console.users import UserStore
 from streams.console.views import age, percent, render, when
+from streams.contract.cli import UserError
 from streams.ledger.errors import LedgerError
 from streams.ledger.service import Ledger
 from streams.worker.settings import Settings
@@ -83,9 +84,16 @@ class Timing:
             self.metrics.latency.labels(name, scope["method"]).observe(time.perf_counter() - t0)
 
 
+PLACEHOLDER_KEYS = {"change-me", "changeme", "secret"}
+
+
 def secret_key(settings: Settings) -> str:
     if settings.console_secret_key:
-        return settings.console_secret_key.get_secret_value()
+        key = settings.console_secret_key.get_secret_value()
+        if key.strip().lower() in PLACEHOLDER_KEYS or len(key) < 16:
+            raise UserError("ARTROUTE_CONSOLE_SECRET_KEY is a placeholder or shorter than 16 characters: anyone "
+                            "could sign a session with it (make one: openssl rand -base64 48)")
+        return key
     log.warning("ARTROUTE_CONSOLE_SECRET_KEY is not set: sessions are signed with a random key and end when "
                 "the console restarts")
     return secrets.token_urlsafe(48)
@@ -94,6 +102,7 @@ def secret_key(settings: Settings) -> str:
 def create_app(settings: Settings, ledger: Ledger | None = None, s3_client=None) -> FastAPI:
     """The console app. `ledger`: default `Ledger.open(settings)`; `s3_client`: a minio client for photos."""
     oidc = OidcConfig.from_settings(settings)   # a bad SSO configuration stops the start, with one line
+    session_key = secret_key(settings)           # so does a placeholder session key
     ledger = ledger or Ledger.open(settings)
     metrics = ConsoleMetrics()
 
@@ -117,7 +126,7 @@ def create_app(settings: Settings, ledger: Ledger | None = None, s3_client=None)
     st.templates = templates
 
     app.add_middleware(CSRFMiddleware)
-    app.add_middleware(SessionMiddleware, secret_key=secret_key(settings), session_cookie=COOKIE,
+    app.add_middleware(SessionMiddleware, secret_key=session_key, session_cookie=COOKIE,
                        max_age=int(settings.console_session_hours * 3600), same_site="lax",
                        https_only=settings.console_public_url.startswith("https://"))
     app.add_middleware(Timing, metrics=metrics)

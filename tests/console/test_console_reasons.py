@@ -77,3 +77,17 @@ async def test_an_unknown_reason_is_shown_as_it_is(http):
     assert reason_text(None) == ""
     html = (await http.get("/review", params={"reason": "no-such-reason"})).text
     assert "Nothing to review for these filters" in html
+
+
+@pytest.mark.parametrize("key", ["change-me", "CHANGE-ME", "short"])
+def test_a_placeholder_session_key_stops_the_start(tmp_path, key):
+    from streams.contract.cli import UserError
+
+    settings = Settings(ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}", console_users_file=tmp_path / "users.json",
+                        console_secret_key=key)
+    ledger = Ledger.open(settings)
+    try:
+        with pytest.raises(UserError, match="ARTROUTE_CONSOLE_SECRET_KEY is a placeholder"):
+            create_app(settings, ledger)
+    finally:
+        ledger.close()
