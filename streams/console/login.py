@@ -71,7 +71,9 @@ async def oidc_start(request: Request, next: str | None = None) -> Response:
 
 @router.get(CALLBACK_PATH)
 async def oidc_callback(request: Request) -> Response:
+    import httpx
     from authlib.integrations.base_client import OAuthError
+    from joserfc.errors import JoseError
 
     st = request.app.state
     target = safe_next(request.session.get("oidc_next"))
@@ -79,9 +81,14 @@ async def oidc_callback(request: Request) -> Response:
         return _page(request, target, 404, "Single sign-on is not configured.")
     try:
         token = await st.oauth.authorize_access_token(request)
-    except OAuthError as e:
+    except OAuthError as e:           # state mismatch, the provider refused the code
         st.metrics.login_failures.labels("oidc").inc()
         return _page(request, target, 400, f"Single sign-on failed: {e.error}.")
+    except JoseError as e:            # the ID token: bad signature, wrong issuer/audience/nonce, expired
+        st.metrics.login_failures.labels("oidc").inc()
+        return _page(request, target, 400, f"Single sign-on failed: the ID token is not valid ({e.error}).")
+    except httpx.HTTPError as e:      # the token endpoint or the keys do not answer
+        return _page(request, target, 502, f"The sign-on provider does not answer: {type(e).__name__}.")
     user = st.oidc.user(token.get("userinfo") or {})
     if user is None:
         st.metrics.login_failures.labels("oidc_no_role").inc()
