@@ -30,7 +30,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel
@@ -39,6 +38,7 @@ from sqlalchemy import text
 from streams.ledger.db import make_engine, migrate, read
 from streams.ledger.ingest import Ingestor
 from streams.ledger.messages import parse
+from streams.orchestration.demo_console import ConsoleLogin, session
 from streams.orchestration.harness import ConsoleProcess, Upload, percentile, upload_all, wait_http_ok
 from streams.orchestration.ledger_bench import DEPARTMENTS, LABELS, T0, fill
 from streams.stack.processes import free_port
@@ -114,18 +114,9 @@ def _aware(at):
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
-def logged_in(url: str) -> httpx.Client:
-    http = httpx.Client(base_url=url, timeout=60)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', http.get("/login").text).group(1)
-    r = http.post("/login", data={"username": USER, "password": PASSWORD, "csrf_token": token})
-    if r.status_code not in (200, 303):
-        raise RuntimeError(f"bench login failed: {r.status_code}")
-    return http
-
-
 def review_times(url: str, n: int) -> tuple[list[float], list[float]]:
     server, client = [], []
-    http = logged_in(url)
+    http = session(ConsoleLogin(url=url, user=USER, password=PASSWORD))
     try:
         http.get("/model")   # waits for the figures the console computes at start-up
         for _ in range(5):

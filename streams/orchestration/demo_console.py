@@ -34,14 +34,21 @@ def console_env(run_dir: Path, settings: Settings) -> tuple[dict[str, str], Cons
     return env, ConsoleLogin(url=f"http://127.0.0.1:{port}", user=DEMO_USER, password=password)
 
 
+def session(login: ConsoleLogin, timeout: float = 60.0) -> httpx.Client:
+    """An HTTP client logged in through the console's login form (RuntimeError when the login fails)."""
+    http = httpx.Client(base_url=login.url, timeout=timeout)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', http.get("/login").text).group(1)
+    r = http.post("/login", data={"username": login.user, "password": login.password, "csrf_token": token})
+    if r.status_code != 303 or http.get("/review").status_code != 200:
+        http.close()
+        raise RuntimeError(f"{login.user} cannot log in to the console at {login.url} ({r.status_code})")
+    return http
+
+
 def check_console(proc: ConsoleProcess, login: ConsoleLogin, timeout: float = 60.0) -> None:
     """The console answers /healthz and the demo account logs in (RuntimeError otherwise)."""
     wait_http_ok(login.url + "/healthz", proc.proc, timeout)
-    with httpx.Client(base_url=login.url, timeout=30) as http:
-        token = re.search(r'name="csrf_token" value="([^"]+)"', http.get("/login").text).group(1)
-        r = http.post("/login", data={"username": login.user, "password": login.password, "csrf_token": token})
-        if r.status_code != 303 or http.get("/review").status_code != 200:
-            raise RuntimeError(f"the demo account cannot log in to the console ({r.status_code})")
+    session(login).close()
 
 
 def print_login(login: ConsoleLogin) -> None:
