@@ -6,21 +6,28 @@ STAMP  := $(VENV)/.artroute-installed
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: venv tools test demo bench stack clean help
+.PHONY: venv tools test demo console bench stack clean help
 
 help:
 	@echo "make demo   - start the embedded stack, serve a model, upload artworks, print the routing decisions"
 	@echo "              and the ledger's counts beside Kafka's (make demo ARGS=--keep: keep it all running)"
+	@echo "make console - the demo, then keep stack, worker, ledger and curator console running (Ctrl-C stops)"
 	@echo "make test   - run the test suite against real servers"
 	@echo "make bench  - run the streaming, fault and trainer benchmarks (JSON under runs/bench/)"
 	@echo "make stack  - run the embedded stack in the foreground (Ctrl-C stops it)"
 
 venv: $(STAMP) tools
 
-# System tools the deploy tests render with (tests/deploy/test_render.py): Debian's docker-compose for
-# `compose config`. Installed with apt when missing and running as root (CI); otherwise that test skips.
-# kubectl or kustomize renders the kustomize overlays (Debian's kubernetes-client is too old for them).
+# System tools the tests need: Debian's chromium for the console's browser tests (tests/console, driven by
+# Playwright with executable_path; never `playwright install`, which downloads) and docker-compose for
+# `compose config` (tests/deploy/test_render.py). Installed with apt when missing and running as root (CI);
+# otherwise those tests skip. kubectl or kustomize renders the kustomize overlays (Debian's kubernetes-client
+# is too old for them).
 tools:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; }; } || \
+	  echo "note: chromium is not installed; the console's browser tests (tests/console) will skip"
 	@command -v docker-compose >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose >/dev/null 2>&1 || \
 	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose >/dev/null; }; }; } || \
@@ -32,7 +39,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[stack,test]'
 	@touch $@
 
-test: $(STAMP)
+test: $(STAMP) tools
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
 demo: $(STAMP)
@@ -41,8 +48,12 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m streams bench --out runs/bench/streams.json
 	$(PY) -m streams bench faults --out runs/bench/faults.json
+	$(PY) -m streams console bench --out runs/bench/console.json
 	$(PY) -m trainer bench train --out runs/bench/train.json
 	$(PY) -m trainer bench harvest --out runs/bench/harvest.json
+
+console: $(STAMP)
+	$(PY) -m streams demo --keep $(ARGS)
 
 stack: $(STAMP)
 	$(PY) -m streams stack up

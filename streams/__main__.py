@@ -1,4 +1,4 @@
-"""python -m streams: the artroute streaming side — embedded stack, worker, replay, ledger, demo, benchmark."""
+"""python -m streams: the artroute streaming side — embedded stack, worker, replay, ledger, console, demo, benchmark."""
 import sys
 
 from streams.contract.cli import dispatch
@@ -17,6 +17,11 @@ COMMANDS = {
     "ledger export": ("streams.ledger.export", "current departments of every object as CSV or Parquet"),
     "ledger stats": ("streams.ledger.cli_stats", "counts and live accuracy per model version and department"),
     "ledger bench": ("streams.orchestration.ledger_bench", "ledger ingest rate and review-queue latency (JSON)"),
+    "console": ("streams.console.cli", "the curators' web console: review queue, grid, search, dead letters, model"),
+    "console add-user": ("streams.console.cli_users", "add or replace a local console account (password from stdin)"),
+    "console remove-user": ("streams.console.cli_remove", "remove a local console account"),
+    "console serve": ("streams.console.cli", "serve the console (the same as `console` alone)"),
+    "console bench": ("streams.orchestration.console_bench", "console review page and key-press-to-photo times at 1M rows (JSON)"),
     "bench faults": ("streams.orchestration.faultbench", "faults and hostile input on the stack: lost must be 0 (JSON)"),
     "bench reconcile": ("streams.orchestration.reconcilebench", "what a reconcile pass costs, extrapolated to 1M objects"),
     "settings": ("streams.worker.settings_cli", "print the settings table (env vars, defaults) or current values"),

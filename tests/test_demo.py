@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -22,7 +23,9 @@ def test_demo_decides_every_upload_and_writes_a_summary(tmp_path, served_model_r
     assert summary["uploaded"] == 16 and summary["decided"] == 12 and summary["dead_lettered"] == 4
     assert sum(summary["per_department"].values()) == 12
     assert summary["latency_p50_s"] > 0 and summary["throughput_per_s"] > 0
-    assert "DEAD LETTER: empty" in r.stdout and "stopping the worker, the ledger and the stack" in r.stdout
+    assert "DEAD LETTER: empty" in r.stdout and "stopping the console, the worker, the ledger and the stack" in r.stdout
+    # The console ran on the same ledger and the printed demo login worked (the demo logs in before printing it).
+    assert re.search(r"curator console: http://127\.0\.0\.1:\d+  \(log in as demo / \S+, an admin\)", r.stdout)
     # The routing ledger ingested the same outcomes Kafka carried.
     assert summary["ledger_agrees"] is True
     assert summary["ledger"] == {"decided": 12, "in review": summary["needs_review"], "dead letters": 4}

@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # artroute stream worker: `python -m streams worker` (default) or any other `python -m streams` command,
-# e.g. `docker run IMAGE replay --bucket artworks --missing-only`, or the routing ledger: `ledger run --api`.
+# e.g. `docker run IMAGE replay --bucket artworks --missing-only`, the routing ledger: `ledger run --api`, or
+# the curator console: `console` (port 8400).
 #
 #   docker build -f deploy/docker/worker.Dockerfile -t artroute-worker:0.1.0 .
 #
@@ -24,7 +25,8 @@ RUN pip install -c requirements.lock -r deploy/docker/worker-requirements.txt
 COPY pyproject.toml README.md* ./
 COPY streams ./streams
 RUN pip install --no-deps . \
- && python -c "import streams.worker.settings, streams.contract.imaging, streams.ledger.service, streams.ledger.api" \
+ && python -c "import streams.worker.settings, streams.contract.imaging, streams.ledger.service, streams.ledger.api, streams.console.app" \
+ && test -f /opt/venv/lib/python3.11/site-packages/streams/console/templates/review.html \
  && ! python -c "import torch" 2>/dev/null
 
 FROM ${PYTHON_IMAGE}
@@ -35,7 +37,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 COPY --from=build /opt/venv /opt/venv
 # Non-root, fixed uid/gid so Kubernetes' runAsNonRoot can verify it without a user name.
 RUN groupadd --system --gid 10001 artroute \
- && useradd --system --uid 10001 --gid 10001 --home-dir /app --create-home artroute
+ && useradd --system --uid 10001 --gid 10001 --home-dir /app --create-home artroute \
+ && install -d -o 10001 -g 10001 /var/lib/artroute/console   # the console's users file (a volume in compose)
 WORKDIR /app
 USER 10001:10001
 # Prometheus metrics (GET /metrics) and liveness (GET /healthz), see docs/deploy.md.

@@ -24,8 +24,9 @@ from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from streams.contract.curation import API_PREFIX, CURATED_PATH, IMAGE_PATH, CuratedPage, Verdict
-from streams.ledger.errors import LedgerError, NotFound
+from streams.ledger.errors import LedgerError
 from streams.ledger.export import export, parse_time
+from streams.ledger.images import ObjectImages
 from streams.ledger.outbox import pending
 from streams.ledger.schemas import (ConfusionCell, Counts, DeadLetterPage, Department, ObjectHistory, Page, QueueItem,
                                     SearchQuery, Stats, Status)
@@ -148,40 +149,13 @@ def create_app(ledger: Ledger, store=None) -> FastAPI:
         return FileResponse(tmp, media_type=media, filename=f"artroute-ledger.{format}",
                             background=BackgroundTask(tmp.unlink, missing_ok=True))
 
+    images = ObjectImages(ledger, store)
+
     @app.get(IMAGE_PATH, dependencies=[api])
     def image(bucket: str, key: str, etag: str) -> Response:
-        if not ledger.known_object(bucket, key, etag):
-            raise NotFound(f"the ledger holds no decision on s3://{bucket}/{key} with etag {etag}")
-        data, content_type, current = fetch_image(store or default_store(ledger), bucket, key)
-        if current != etag:
-            raise HTTPException(409, f"s3://{bucket}/{key} changed since (etag {current}, asked {etag})")
+        data, content_type = images.get(bucket, key, etag)
         return Response(data, media_type=content_type or "application/octet-stream",
                         headers={"ETag": f'"{etag}"', "Cache-Control": "private, max-age=86400"})
 
     return app
 
-
-_stores: dict[int, object] = {}
-
-
-def default_store(ledger: Ledger):
-    from streams.worker.store import make_client
-
-    return _stores.setdefault(id(ledger), make_client(ledger.settings, pool_size=8))
-
-
-def fetch_image(client, bucket: str, key: str) -> tuple[bytes, str | None, str]:
-    """(bytes, content type, etag without quotes); NotFound when the object is gone."""
-    from minio.error import S3Error
-
-    try:
-        resp = client.get_object(bucket, key)
-    except S3Error as e:
-        if e.code in ("NoSuchKey", "NoSuchBucket"):
-            raise NotFound(f"s3://{bucket}/{key}: {e.code}") from None
-        raise
-    try:
-        return resp.read(), resp.headers.get("Content-Type"), (resp.headers.get("ETag") or "").strip('"')
-    finally:
-        resp.close()
-        resp.release_conn()

@@ -51,7 +51,8 @@ def queue(conn: Connection, limit: int = 20, department: str | None = None, reas
             for r in conn.execute(stmt).mappings()]
 
 
-def _summary(r: Any) -> ObjectSummary:
+def summary(r: Any) -> ObjectSummary:
+    """An `objects` row as the API returns it."""
     return ObjectSummary(reason=r["queue_reason"], **{k: r[k] for k in ObjectSummary.model_fields if k != "reason"})
 
 
@@ -78,7 +79,7 @@ def search(conn: Connection, q: SearchQuery) -> Page:
     rows = list(conn.execute(stmt).mappings())
     more = len(rows) > q.limit
     rows = rows[:q.limit]
-    return Page(items=[_summary(r) for r in rows], total=total, next_cursor=str(rows[-1]["id"]) if more else None)
+    return Page(items=[summary(r) for r in rows], total=total, next_cursor=str(rows[-1]["id"]) if more else None)
 
 
 def _cursor(cursor: str) -> int:
@@ -109,7 +110,7 @@ def history(conn: Connection, object_id: int | None = None, bucket: str | None =
     decisions = conn.execute(select(DECISIONS).where(DECISIONS.c.object_id == oid).order_by(DECISIONS.c.decided_at))
     verdicts = conn.execute(select(VERDICTS).where(VERDICTS.c.object_id == oid).order_by(VERDICTS.c.recorded_at))
     dls = conn.execute(select(DEAD).where(DEAD.c.object_id == oid).order_by(DEAD.c.failed_at))
-    return ObjectHistory(object=_summary(obj),
+    return ObjectHistory(object=summary(obj),
                          decisions=[DecisionOut.model_validate(dict(r)) for r in decisions.mappings()],
                          verdicts=[VerdictOut.model_validate(dict(r)) for r in verdicts.mappings()],
                          dead_letters=[_dead_letter(r) for r in dls.mappings()])

@@ -21,8 +21,8 @@ from streams.contract.taxonomy import load_taxonomy
 from streams.ledger import queries
 from streams.ledger.db import make_engine, migrate, read
 from streams.ledger.ingest import Ingestor
-from streams.ledger.schemas import (ConfusionCell, Counts, DeadLetterPage, Department, ObjectHistory, Page, QueueItem,
-                                    SearchQuery, Stats)
+from streams.ledger.schemas import (ConfusionCell, Counts, DeadLetterPage, Department, ObjectHistory, ObjectSummary,
+                                    Page, QueueItem, SearchQuery, Stats)
 from streams.ledger.stats import confusion, stats
 from streams.ledger.verdicts import Recorder, VerdictRequest
 from streams.worker.settings import Settings
@@ -89,6 +89,11 @@ class Ledger:
     def search(self, query: SearchQuery) -> Page:
         with read(self.engine) as conn:
             return queries.search(conn, query)
+
+    def object(self, object_id: int | None = None, bucket: str | None = None, key: str | None = None) -> ObjectSummary:
+        """One object's current state (NotFound when the ledger has none)."""
+        with read(self.engine) as conn:
+            return queries.summary(queries.find_object(conn, object_id, bucket, key))
 
     def history(self, object_id: int | None = None, bucket: str | None = None, key: str | None = None) -> ObjectHistory:
         with read(self.engine) as conn:

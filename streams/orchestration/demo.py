@@ -4,11 +4,13 @@
    Collection API (when reachable; otherwise, saying so loudly, from the offline fake of that API with
    generated sample images) and trains and exports a quick model with the trainer.
 2. Starts the stack (tansu, SeaweedFS, Triton), a worker (`python -m streams worker`) and the routing
-   ledger (`python -m streams ledger run --api`, on a fresh SQLite file in the run directory).
+   ledger (`python -m streams ledger run --api`, on a fresh SQLite file in the run directory) and the
+   curator console (`python -m streams console`, with a demo admin account and a fresh password).
 3. Uploads artworks (held-out corpus images) plus a few bad files into the bucket, as a scanner would.
 4. Waits for every decision or dead letter, prints a table and a summary (throughput, p50/p99 latency,
    per-department counts, review and dead-letter counts, lost), writes it as JSON, prints the ledger's
-   counts (decided, in review, dead letters) next to Kafka's (they must agree), and stops everything
+   counts (decided, in review, dead letters) next to Kafka's (they must agree), the console's URL and
+   demo login (after logging in with it once), and stops everything
    (with --keep, not before Ctrl-C).
 """
 from __future__ import annotations
@@ -24,8 +26,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from streams.orchestration.demo_console import ConsoleLogin, check_console, console_env, print_login
 from streams.orchestration.demo_ledger import LedgerCheck, check_ledger, ledger_env, print_check
-from streams.orchestration.harness import (LedgerProcess, Outcomes, Upload, WorkerProcess, collect_outcomes, percentile,
+from streams.orchestration.harness import (ConsoleProcess, LedgerProcess, Outcomes, Upload, WorkerProcess, collect_outcomes, percentile,
                                            upload_all, warm_up)
 from streams.worker.settings import Settings
 from streams.stack.processes import StackError
@@ -69,7 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for every decision")
     p.add_argument("--offline", action="store_true", help="do not try the MET API; use the offline fake")
     p.add_argument("--keep", action="store_true",
-                   help="keep the stack, worker and ledger running after the summary, until Ctrl-C")
+                   help="keep the stack, worker, ledger and console running after the summary, until Ctrl-C")
 
 
 def met_api_reachable(timeout: float = 5.0) -> bool:
@@ -211,8 +214,10 @@ def main(args: argparse.Namespace) -> int:
         env = {"ARTROUTE_STACK_FILE": str(endpoints), "ARTROUTE_KAFKA_SESSION_TIMEOUT_S": "4",
                "ARTROUTE_LOG_JSON": "true"}
         lenv = {**env, **ledger_env(run_dir, settings)}
+        cenv, login = console_env(run_dir, settings)
         with WorkerProcess(env, log_path=run_dir / "logs" / "worker.log"), \
-                LedgerProcess(lenv, log_path=run_dir / "logs" / "ledger.log"):
+                LedgerProcess(lenv, log_path=run_dir / "logs" / "ledger.log"), \
+                ConsoleProcess({**lenv, **cenv}, log_path=run_dir / "logs" / "console.log") as console:
             ready_s = warm_up(settings)
             print(f"worker ready: first decision {ready_s:.1f}s after start", flush=True)
             uploads, truth = demo_uploads(corpus, args.images)
@@ -222,10 +227,12 @@ def main(args: argparse.Namespace) -> int:
             out = asyncio.run(collect_outcomes(settings, [u.key for u in uploads], timeout=args.timeout, stall=60))
             check = check_ledger(settings, lenv, out, uploads)
             summary = report(args, uploads, out, truth, source, ready_s, check, run_dir)
+            check_console(console, login)
+            print_login(login)
             if args.keep:
-                keep_running(check)
+                keep_running(check, login)
     finally:
-        print("stopping the worker, the ledger and the stack ...", flush=True)
+        print("stopping the console, the worker, the ledger and the stack ...", flush=True)
         stack.stop()
     return 0 if summary.lost == 0 and summary.ledger_agrees else 1
 
@@ -243,11 +250,12 @@ def report(args, uploads: list[Upload], out: Outcomes, truth: dict[str, str], so
     return summary
 
 
-def keep_running(check: LedgerCheck) -> None:
+def keep_running(check: LedgerCheck, login: ConsoleLogin) -> None:
     """Until Ctrl-C or SIGTERM (both handled here: a shell's background job ignores SIGINT, and an
-    unhandled SIGTERM would leave the worker and ledger processes behind)."""
-    print(f"\n--keep: the stack, the worker and the ledger keep running; ledger API {check.api} "
-          f"(python -m streams ledger stats, ARTROUTE_LEDGER_URL={check.database}). Ctrl-C stops them.", flush=True)
+    unhandled SIGTERM would leave the worker, ledger and console processes behind)."""
+    print(f"\n--keep: the stack, the worker, the ledger and the console keep running; console {login.url} "
+          f"(log in as {login.user} / {login.password}); ledger API {check.api} (python -m streams ledger stats, "
+          f"ARTROUTE_LEDGER_URL={check.database}). Ctrl-C stops them.", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

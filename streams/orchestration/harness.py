@@ -146,6 +146,28 @@ class LedgerProcess(WorkerProcess):
     ARGS = ("ledger", "run", "--api")
 
 
+class ConsoleProcess(WorkerProcess):
+    """`python -m streams console` (the curators' web console) as a subprocess."""
+    ARGS = ("console",)
+
+
+def wait_http_ok(url: str, proc: subprocess.Popen | None = None, timeout: float = 60.0) -> None:
+    """Poll `url` until it answers 200; RuntimeError when `proc` exits first or the time is up."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{' '.join(proc.args[-2:])} exited with {proc.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f} s")
+
+
 def percentile(values: list[float], q: float, digits: int = 3) -> float | None:
     """The q-quantile (nearest rank) of values, rounded; None for no values."""
     if not values:

@@ -31,6 +31,7 @@ import numpy as np
 from pydantic import BaseModel
 from sqlalchemy import text
 
+from streams.contract.model import Label
 from streams.contract.taxonomy import load_taxonomy
 from streams.ledger.bulk import RawJson, insert_ignore
 from streams.ledger.db import make_engine, migrate, read, write
@@ -47,6 +48,7 @@ from streams.worker.events import IntakeEvent
 from streams.worker.settings import Settings
 
 DEPARTMENTS = load_taxonomy("met-19").class_names
+LABELS = [Label(name=d, department_ids=[i + 1]) for i, d in enumerate(DEPARTMENTS)]   # as a model contract has them
 REASONS = ["low_confidence", "small_margin", "unfamiliar", "audit"]
 VERSIONS = ["1", "2", "3"]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -90,7 +92,7 @@ def messages(n: int, seed: int, prefix: str) -> list[bytes]:
         ev = IntakeEvent(bucket="bench", key=f"{prefix}/{i:08d}.jpg", size=250_000, etag=uuid.uuid4().hex,
                          version_id=None, sequencer="", event_time=T0 + timedelta(seconds=i),
                          event_name="s3:ObjectCreated:Put", content_type="image/jpeg", source="s3")
-        out.append(decide(ev, probs, DEPARTMENTS, "artroute", VERSIONS[i % 3], 0.75, 0.15,
+        out.append(decide(ev, probs, LABELS, "artroute", VERSIONS[i % 3], 0.75, 0.15,
                           T0 + timedelta(seconds=i + 1)).model_dump_json().encode())
     return out
 

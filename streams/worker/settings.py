@@ -123,6 +123,37 @@ class Settings(BaseSettings):
     ledger_api_token: SecretStr | None = Field(None, description="Bearer token the ledger HTTP API requires "
                                                                  "(from a Secret); unset: no token.")
 
+    # --- Curator console (streams/console: review queue, search, model page; docs/console.md) ----------
+    console_host: str = Field("127.0.0.1", description="Console listen address (0.0.0.0 in a container).")
+    console_port: int = Field(8400, ge=0, le=65535, description="Console HTTP port.")
+    console_public_url: str = Field("", description="The console's URL as browsers reach it (https://... behind "
+                                                    "TLS): OIDC redirect URI, and https makes cookies Secure; "
+                                                    "empty: taken from each request.")
+    console_secret_key: SecretStr | None = Field(None, description="Key signing the session cookies (from a "
+                                                                   "Secret); unset: random per process, "
+                                                                   "so sessions end when it restarts.")
+    console_users_file: Path = Field(DEFAULT_STATE_DIR / "console" / "users.json",
+                                     description="Local accounts, argon2 hashes (`python -m streams console "
+                                                 "add-user`).")
+    console_local_accounts: bool = Field(True, description="Offer the login form for local accounts (turn off "
+                                                           "when everyone signs in through OIDC).")
+    console_session_hours: float = Field(12.0, gt=0, description="A login lasts this long at most.")
+    console_login_attempts: int = Field(5, ge=1, description="Failed logins per user name and address within "
+                                                             "CONSOLE_LOGIN_WINDOW_S before login is refused.")
+    console_login_window_s: float = Field(300.0, gt=0, description="Window of the login rate limit (seconds).")
+    console_stats_ttl_s: float = Field(30.0, ge=0, description="The model page's figures are recomputed in the "
+                                                               "background once older than this.")
+    console_oidc_issuer: str = Field("", description="OpenID Connect issuer URL (with /.well-known/openid-"
+                                                     "configuration); empty: local accounts only.")
+    console_oidc_client_id: str = Field("", description="OIDC client id of the console.")
+    console_oidc_client_secret: SecretStr | None = Field(None, description="OIDC client secret (from a Secret).")
+    console_oidc_username_claim: str = Field("preferred_username", description="ID-token claim naming the "
+                                                                                "curator in verdicts.")
+    console_oidc_roles_claim: str = Field("groups", description="ID-token claim listing the user's groups/roles.")
+    console_oidc_admin_role: str = Field("artroute-admin", description="Group that makes a console admin.")
+    console_oidc_curator_role: str = Field("artroute-curator", description="Group that makes a curator; empty: "
+                                                                           "every user the provider signs in.")
+
     @field_validator("deadletter_max_bytes")
     @classmethod
     def _dead_letters_fit_the_producer(cls, v: int, info: ValidationInfo) -> int:

@@ -94,10 +94,10 @@ def test_ledger_env_files_set_only_settings_fields():
 
 def test_the_production_overlay_enables_the_ledger_with_its_own_secret_file():
     overlay = yaml.safe_load((OVERLAY / "kustomization.yaml").read_text())
-    assert overlay["components"] == ["../../components/ledger", "secrets"]
+    assert overlay["components"] == ["../../components/ledger", "../../components/console", "secrets"]
     secrets = yaml.safe_load((OVERLAY / "secrets" / "kustomization.yaml").read_text())
     assert secrets["kind"] == "Component"
-    [gen] = secrets["secretGenerator"]
+    gen = secrets["secretGenerator"][0]
     assert (gen["name"], gen["behavior"], gen["envs"]) == ("artroute-ledger", "replace", ["ledger.env"])
     component = yaml.safe_load((COMPONENT / "kustomization.yaml").read_text())
     assert [g["name"] for g in component["secretGenerator"]] == ["artroute-ledger"]
@@ -117,19 +117,36 @@ def _kustomize() -> list[str]:
     pytest.skip("neither kustomize nor kubectl is installed")
 
 
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory) -> dict[tuple[str, str], dict]:
-    """The production overlay rendered with the templates as secrets, the ledger's holding real-looking values."""
+def render_production(root: Path, secrets: dict[str, str]) -> dict[tuple[str, str], dict]:
+    """The production overlay rendered from a copy of deploy/k8s under `root`, the secrets templates standing
+    in for the real files except `secrets` ({file name in secrets/: content})."""
     cmd = _kustomize()
-    root = tmp_path_factory.mktemp("k8s") / "k8s"
     shutil.copytree(K8S, root)
-    secrets = root / "overlays" / "production" / "secrets"
-    for example in secrets.glob("*.example"):
+    folder = root / "overlays" / "production" / "secrets"
+    for example in folder.glob("*.example"):
         shutil.copy(example, example.with_suffix(""))
-    (secrets / "ledger.env").write_text("ARTROUTE_LEDGER_PASSWORD=pw-from-file\nARTROUTE_LEDGER_API_TOKEN=tok-from-file\n")
+    for name, content in secrets.items():
+        (folder / name).write_text(content)
     r = subprocess.run([*cmd, str(root / "overlays" / "production")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(r.stdout) if d}
+
+
+def env_from(rendered: dict, container: dict) -> dict[str, str]:
+    """What a container's envFrom ConfigMaps and Secrets (decoded) put into its environment."""
+    data = {}
+    for src in container["envFrom"]:
+        ref = src.get("configMapRef") or src.get("secretRef")
+        values = rendered[("ConfigMap" if "configMapRef" in src else "Secret", ref["name"])]["data"]
+        data.update(values if "configMapRef" in src else {k: base64.b64decode(v).decode() for k, v in values.items()})
+    return data
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> dict[tuple[str, str], dict]:
+    """The production overlay rendered with the templates as secrets, the ledger's holding real-looking values."""
+    return render_production(tmp_path_factory.mktemp("k8s") / "k8s", {
+        "ledger.env": "ARTROUTE_LEDGER_PASSWORD=pw-from-file\nARTROUTE_LEDGER_API_TOKEN=tok-from-file\n"})
 
 
 def _named(rendered: dict, kind: str, prefix: str) -> dict:
@@ -145,13 +162,7 @@ def test_rendered_ledger_parses_into_settings_and_reaches_postgres(rendered, mon
     assert dep["metadata"]["namespace"] == pg["metadata"]["namespace"] == "artroute"
     c = dep["spec"]["template"]["spec"]["containers"][0]
     assert c["args"] == ["ledger", "run", "--api"] and c["image"].startswith("registry.example.org/artroute/worker:")
-    data = {}
-    for src in c["envFrom"]:
-        ref = src.get("configMapRef") or src.get("secretRef")
-        doc = rendered[("ConfigMap" if "configMapRef" in src else "Secret", ref["name"])]
-        values = doc["data"]
-        data.update(values if "configMapRef" in src else {k: base64.b64decode(v).decode() for k, v in values.items()})
-    s = settings_of(data, monkeypatch, tmp_path)
+    s = settings_of(env_from(rendered, c), monkeypatch, tmp_path)
     assert s.kafka_security_protocol == "SASL_SSL" and s.ledger_api_token.get_secret_value() == "tok-from-file"
     url = database_url(s.ledger_url, s.ledger_password.get_secret_value())
     assert url.password == "pw-from-file" and url.host == svc["metadata"]["name"]
