@@ -14,6 +14,7 @@ import yaml
 from streams.__main__ import COMMANDS
 from streams.ledger.db import database_url
 from streams.worker.settings import Settings
+from tests.deploy.deployfiles import render
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO / "deploy" / "compose"
@@ -109,27 +110,16 @@ def test_the_production_overlay_enables_the_ledger_with_its_own_secret_file():
         assert not ignored("deploy/k8s/overlays/production/secrets/kustomization.yaml")
 
 
-def _kustomize() -> list[str]:
-    if shutil.which("kustomize"):
-        return ["kustomize", "build"]
-    if shutil.which("kubectl"):
-        return ["kubectl", "kustomize"]
-    pytest.skip("neither kustomize nor kubectl is installed")
-
-
 def render_production(root: Path, secrets: dict[str, str]) -> dict[tuple[str, str], dict]:
     """The production overlay rendered from a copy of deploy/k8s under `root`, the secrets templates standing
     in for the real files except `secrets` ({file name in secrets/: content})."""
-    cmd = _kustomize()
     shutil.copytree(K8S, root)
     folder = root / "overlays" / "production" / "secrets"
     for example in folder.glob("*.example"):
         shutil.copy(example, example.with_suffix(""))
     for name, content in secrets.items():
         (folder / name).write_text(content)
-    r = subprocess.run([*cmd, str(root / "overlays" / "production")], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(r.stdout) if d}
+    return {(d["kind"], d["metadata"]["name"]): d for d in render(root / "overlays" / "production")}
 
 
 def env_from(rendered: dict, container: dict) -> dict[str, str]:
