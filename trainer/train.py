@@ -322,7 +322,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep BatchNorm statistics at their pretrained values while fine-tuning (default: off, "
                         "they adapt); Keras' advice for fine-tuning EfficientNet on small sets")
     p.add_argument("--augment", choices=get_args(dflt["augment"].annotation), default=dflt["augment"].default,
-                   help=h("training augmentation: crop/flip/brightness, or that plus TrivialAugmentWide", "augment"))
+                   help=h("training augmentation: crop/flip/brightness, plus TrivialAugmentWide (trivial) or a change "
+                          "of photography: backdrop, perspective, colour cast, lighting, blur, phone JPEG (photo)", "augment"))
     p.add_argument("--balance", choices=get_args(dflt["balance"].annotation), default=dflt["balance"].default,
                    help=h("class-imbalance handling: inverse-frequency loss weights, or none", "balance"))
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda (default: auto)")
