@@ -17,6 +17,7 @@ COMMANDS = {
     "report": ("trainer.report", "write the HTML report and slide deck of a run"),
     "bench harvest": ("trainer.corpus.bench", "harvest throughput against the fake MET API (JSON)"),
     "bench train": ("trainer.bench_train", "training images/s vs a reference loop, data loading images/s"),
+    "bench infer": ("trainer.bench_infer", "served images/s of a backbone (traced, with the unfamiliarity output)"),
 }
 
 if __name__ == "__main__":

@@ -90,6 +90,30 @@ def fit(run_dir: str | Path, classes: list[str], train_features: np.ndarray, val
     return rule, scorer
 
 
+def fit_run(run_dir: str | Path, cfg: TrustConfig | None = None, corpus: str | None = None, batch_size: int = 64,
+            workers: int = 0, device: str = "cpu") -> tuple[RoutingRule, unfamiliar.Unfamiliarity]:
+    """Fit (and save) the rule and the score of a finished run from its own train and val photos, with the
+    run's temperature (calibration.json): what export calls for another --target-accuracy."""
+    from trainer.calibration import softmax
+    from trainer.data import ImageDataset, load_corpus, load_split
+    from trainer.evaluate import run_taxonomy
+    from trainer.run import RunError, load_model, read_calibration
+
+    cfg = cfg or TrustConfig()
+    info, model = load_model(run_dir)
+    cal = read_calibration(run_dir)
+    if cal is None:
+        raise RunError(f"{run_dir}: no calibration.json; train or evaluate the run first")
+    rows, base = load_corpus(corpus or info.manifest)
+    size = (info.image_size, info.image_size)
+    out = {}
+    for split in ("train", "val"):
+        samples = load_split(rows, base, run_taxonomy(info), split)
+        logits, feats = logits_and_features(model, ImageDataset(samples, size, train=False), batch_size, workers, device)
+        out[split] = (softmax(logits, cal.temperature), feats, np.array([s.target for s in samples]))
+    return fit(run_dir, info.classes, out["train"][1], out["val"][0], out["val"][2], out["val"][1], cfg)
+
+
 def read_rule(run_dir: str | Path) -> RoutingRule | None:
     path = Path(run_dir) / RULE_FILE
     return RoutingRule.model_validate_json(path.read_text(encoding="utf-8")) if path.is_file() else None

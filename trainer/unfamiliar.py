@@ -69,8 +69,16 @@ class Trusted(nn.Module):
         return torch.softmax(logits / self.temperature, dim=1), self.unfamiliarity(features)
 
 
-def fit(train_features: np.ndarray | torch.Tensor, k: int = DEFAULT_K) -> Unfamiliarity:
-    return Unfamiliarity(torch.as_tensor(np.asarray(train_features), dtype=torch.float32), k)
+MAX_BANK = 20_000  # training photos kept in the bank (a random subset beyond): 100 MB at 1280 features
+
+
+def fit(train_features: np.ndarray | torch.Tensor, k: int = DEFAULT_K, max_bank: int = MAX_BANK,
+        seed: int = 0) -> Unfamiliarity:
+    """The score for these training photos' features (N, D); more than `max_bank`: a fixed random subset."""
+    feats = np.asarray(train_features, dtype=np.float32)
+    if len(feats) > max_bank:
+        feats = feats[np.sort(np.random.default_rng(seed).choice(len(feats), max_bank, replace=False))]
+    return Unfamiliarity(torch.from_numpy(feats), k)
 
 
 def threshold_at(val_scores: np.ndarray, false_alarm: float) -> float:

@@ -108,3 +108,16 @@ def test_evaluate_refuses_a_bad_target_in_one_line(evaluated):
     r = subprocess.run(trainer_cmd("evaluate", "--run", str(run), "--target-accuracy", "1.5"),
                        capture_output=True, text=True)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--target-accuracy" in r.stderr
+
+
+def test_fit_run_refits_for_another_target_as_export_will(evaluated, tmp_path):
+    import shutil
+
+    run, ev = evaluated
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    rule, scorer = trust.fit_run(copy, trust.TrustConfig(target_accuracy=0.9, delta=0.2, false_alarm=0.1))
+    assert rule == trust.read_rule(run)  # the same photos, model and temperature: the same rule
+    assert torch.equal(scorer.bank, unfamiliar.load(run).bank)
+    strict, _ = trust.fit_run(copy, trust.TrustConfig(target_accuracy=0.99, delta=0.2, false_alarm=0.1))
+    assert strict.confidence_threshold >= rule.confidence_threshold and trust.read_rule(copy) == strict
