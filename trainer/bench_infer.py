@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from trainer.models import available, create_model
-from trainer.unfamiliar import Trusted, Unfamiliarity
+from trainer.unfamiliar import Trusted, Unfamiliarity, default_taps, logits_and_features
 
 
 def bench(arch: str, image_size: int, batches: list[int], classes: int = 4, bank: int = 850, repeats: int = 5,
@@ -29,8 +29,11 @@ def bench(arch: str, image_size: int, batches: list[int], classes: int = 4, bank
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = create_model(arch, classes).eval()
-    feats = model.head.in_features
-    served = Trusted(model, 1.0, Unfamiliarity(torch.randn(bank, feats))).eval().to(memory_format=torch.channels_last)
+    taps = default_taps(model)
+    with torch.no_grad():
+        feats = logits_and_features(model, torch.zeros(1, 3, image_size, image_size), taps)[1].shape[1]
+    served = Trusted(model, 1.0, Unfamiliarity(torch.randn(bank, feats), taps=taps)).eval()
+    served = served.to(memory_format=torch.channels_last)
     out = {"arch": arch, "image_size": image_size, "torch_threads": torch.get_num_threads(),
            "torch_version": torch.__version__, "bank": bank, "images_per_s": {}}
     with torch.no_grad(), warnings.catch_warnings():

@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from trainer import distributed as D
-from trainer import trust
+from trainer import trust, unfamiliar
 from trainer.calibration import ece, fit_temperature, nll, softmax
 from trainer.corpus.manifest import ManifestError
 from trainer.data import DataError, ImageDataset, load_corpus, load_split
@@ -67,7 +67,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", group_by: str | None 
         samples = load_split(rows, base, tax, name)
         if not samples:
             raise DataError(f"{info.manifest}: no {name} images with a label in taxonomy {tax.name}")
-        logits, feats = trust.logits_and_features(model, ImageDataset(samples, size, train=False), batch_size,
+        logits, feats = trust.predict_features(model, ImageDataset(samples, size, train=False), batch_size,
                                                   workers, d.device)
         cache[name] = logits, feats, np.array([s.target for s in samples]), samples
         return cache[name]
@@ -92,7 +92,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", group_by: str | None 
                              "metrics": summarize(g_probs, np.array(of)[targets], groups.class_names)}
     train_feats = outputs_of("train")[1]
     rule, scorer = trust.fit(run_dir, info.classes, train_feats, softmax(val_logits, t), val_targets, val_feats,
-                             trust_cfg)
+                             trust_cfg, unfamiliar.default_taps(model))
     result["trust"], decided, extra = trust.measure(model, rule, scorer, probs, targets, feats, samples, size, t,
                                                     trust_cfg, batch_size, workers, d.device)
     result["predictions"] = [

@@ -59,14 +59,16 @@ def load_rgb(path: str | Path, size: tuple[int, int]):
 
 
 @torch.no_grad()
-def logits_and_features(model, dataset: Dataset, batch_size: int = 64, workers: int = 0,
-                        device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """Every sample's logits and head-input features, in dataset order (one forward pass each)."""
+def predict_features(model, dataset: Dataset, batch_size: int = 64, workers: int = 0,
+                     device: str | torch.device = "cpu", taps: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every sample's logits and unfamiliarity features (at `taps`, default `unfamiliar.default_taps`), in
+    dataset order (one forward pass each)."""
+    taps = unfamiliar.default_taps(model) if taps is None else taps
     model.eval().to(device, memory_format=torch.channels_last)
     logits, feats = [], []
     for images, _, _ in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
         images = images.to(device).contiguous(memory_format=torch.channels_last)
-        lo, fe = unfamiliar.head_input(model, images)
+        lo, fe = unfamiliar.logits_and_features(model, images, taps)
         logits.append(lo.float().cpu().numpy())
         feats.append(fe.float().cpu().numpy())
     return np.concatenate(logits), np.concatenate(feats)
@@ -78,9 +80,11 @@ def scores(scorer: unfamiliar.Unfamiliarity, features: np.ndarray) -> np.ndarray
 
 
 def fit(run_dir: str | Path, classes: list[str], train_features: np.ndarray, val_probs: np.ndarray,
-        val_targets: np.ndarray, val_features: np.ndarray, cfg: TrustConfig) -> tuple[RoutingRule, unfamiliar.Unfamiliarity]:
-    """Fit and save (RUN/unfamiliar.pt, RUN/routing.json) the unfamiliarity score and the routing rule."""
-    scorer = unfamiliar.fit(train_features, cfg.k)
+        val_targets: np.ndarray, val_features: np.ndarray, cfg: TrustConfig,
+        taps: list[str] = ()) -> tuple[RoutingRule, unfamiliar.Unfamiliarity]:
+    """Fit and save (RUN/unfamiliar.pt, RUN/routing.json) the unfamiliarity score (features taken at `taps`)
+    and the routing rule."""
+    scorer = unfamiliar.fit(train_features, cfg.k, taps)
     val_u = scores(scorer, val_features)
     tau = unfamiliar.threshold_at(val_u, cfg.false_alarm)
     rule = selective.fit_rule(val_probs, val_targets, classes, cfg.target_accuracy, cfg.delta, cfg.set_coverage,
@@ -109,9 +113,10 @@ def fit_run(run_dir: str | Path, cfg: TrustConfig | None = None, corpus: str | N
     out = {}
     for split in ("train", "val"):
         samples = load_split(rows, base, run_taxonomy(info), split)
-        logits, feats = logits_and_features(model, ImageDataset(samples, size, train=False), batch_size, workers, device)
+        logits, feats = predict_features(model, ImageDataset(samples, size, train=False), batch_size, workers, device)
         out[split] = (softmax(logits, cal.temperature), feats, np.array([s.target for s in samples]))
-    return fit(run_dir, info.classes, out["train"][1], out["val"][0], out["val"][2], out["val"][1], cfg)
+    return fit(run_dir, info.classes, out["train"][1], out["val"][0], out["val"][2], out["val"][1], cfg,
+               unfamiliar.default_taps(model))
 
 
 def read_rule(run_dir: str | Path) -> RoutingRule | None:
@@ -153,11 +158,11 @@ def measure(model, rule: RoutingRule, scorer: unfamiliar.Unfamiliarity, probs: n
     n = len(samples)
     ds = ImageList(n * len(kinds), lambda i: shift.shift(load_rgb(samples[i % n].path, size), kinds[i // n],
                                                          Path(samples[i % n].path).name), size)
-    s_logits, s_feats = logits_and_features(model, ds, batch_size, workers, device)
+    s_logits, s_feats = predict_features(model, ds, batch_size, workers, device, scorer.taps)
     s_probs, s_u = softmax(s_logits, temperature), scores(scorer, s_feats)
     photos = shift.non_artwork()
-    n_logits, n_feats = logits_and_features(model, ImageList(len(photos), lambda i: photos[i][1], size),
-                                            batch_size, 0, device)
+    n_logits, n_feats = predict_features(model, ImageList(len(photos), lambda i: photos[i][1], size),
+                                         batch_size, 0, device, scorer.taps)
     n_probs, n_u = softmax(n_logits, temperature), scores(scorer, n_feats)
     shifted, extra["shifted"] = {}, []
     s_dec = decisions(rule, s_probs, s_u)

@@ -39,7 +39,8 @@ def test_trusted_module_traces_to_the_same_two_outputs_and_saves(tmp_path):
     torch.manual_seed(0)
     model = create_model("tiny", 3).eval()
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    logits, feats = unfamiliar.head_input(model, x)
+    assert unfamiliar.default_taps(model) == []  # no stages: the head's input
+    logits, feats = unfamiliar.logits_and_features(model, x)
     assert torch.equal(logits, model(x)) and feats.shape == (4, model.head.in_features)
     assert not model.head._forward_pre_hooks  # the hook is removed again
     scorer = unfamiliar.fit(torch.randn(30, feats.shape[1]).numpy(), k=5)
@@ -53,8 +54,27 @@ def test_trusted_module_traces_to_the_same_two_outputs_and_saves(tmp_path):
     assert torch.allclose(p0, torch.softmax(model(y) / 1.5, dim=1))
     unfamiliar.save(scorer, tmp_path)
     again = unfamiliar.load(tmp_path)
-    assert again.k == 5 and torch.equal(again.bank, scorer.bank)
+    assert again.k == 5 and torch.equal(again.bank, scorer.bank) and again.taps == []
     assert unfamiliar.load(tmp_path / "nowhere") is None
+
+
+def test_efficientnet_features_come_from_the_stages_before_the_last_and_trace():
+    torch.manual_seed(0)
+    model = create_model("tf_efficientnet_lite0", 3).eval()
+    taps = unfamiliar.default_taps(model)
+    assert taps == ["net.blocks.4", "net.blocks.5"]
+    x = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        logits, feats = unfamiliar.logits_and_features(model, x, taps)
+        assert torch.equal(logits, model(x)) and feats.shape == (2, 112 + 192)
+        assert torch.allclose(feats.norm(dim=1), torch.ones(2))
+        trusted = unfamiliar.Trusted(model, 1.0, unfamiliar.fit(torch.randn(20, 304).numpy(), k=3, taps=taps)).eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(trusted, x)
+        y = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(trusted(y), traced(y)))
+    assert not any(m._forward_hooks for m in model.modules())
 
 
 def photo(seed: int = 0) -> Image.Image:
