@@ -131,7 +131,9 @@ def mcnemar_p(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def compare(a_runs: list[str], b_runs: list[str], split: str = "test") -> Comparison:
+def compare(a_runs: list[str], b_runs: list[str], split: str = "test",
+            refit: tuple[float, float] | None = None) -> Comparison:
+    """`refit` = (target accuracy, delta): refit each run's routing rule from its stored val predictions first."""
     classes, a = pooled(a_runs, split)
     classes_b, b = pooled(b_runs, split)
     if classes_b != classes:
@@ -144,8 +146,13 @@ def compare(a_runs: list[str], b_runs: list[str], split: str = "test") -> Compar
     def side(runs, preds) -> tuple[Side, np.ndarray]:
         probs = np.stack([preds[k][1] for k in keys])
         m = summarize(probs, targets, classes)
+        evals = read_evals(runs, split)
+        if refit and all("val_predictions" in ev for ev in evals):
+            from trainer.trust import refit as refit_rule
+
+            evals = [refit_rule(ev, *refit) for ev in evals]
         return Side(runs=runs, top1=m["top1"], macro_f1=m["macro_f1"], ece=m["ece"],
-                    trust=pooled_trust(read_evals(runs, split))), probs.argmax(1) == targets
+                    trust=pooled_trust(evals)), probs.argmax(1) == targets
 
     sa, right_a = side(a_runs, a)
     sb, right_b = side(b_runs, b)
@@ -167,12 +174,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--a", nargs="+", required=True, metavar="RUN", help="evaluated run(s) of recipe A")
     p.add_argument("--b", nargs="+", required=True, metavar="RUN", help="evaluated run(s) of recipe B")
     p.add_argument("--split", default="test", choices=["val", "test"], help="split to pool (default: test)")
+    p.add_argument("--target-accuracy", type=float, metavar="T",
+                   help="refit each run's routing rule for this target from its stored val predictions "
+                        "(default: the rules evaluate fitted)")
+    p.add_argument("--delta", type=float, default=0.1, help="with --target-accuracy: 1 - confidence (default: 0.1)")
     p.add_argument("--out", help="write the comparison as JSON here (default: print only)")
 
 
 def main(args: argparse.Namespace) -> int:
     try:
-        c = compare(args.a, args.b, args.split)
+        if args.target_accuracy is not None and not (0 < args.target_accuracy < 1 and 0 < args.delta < 1):
+            raise CompareError("--target-accuracy and --delta must lie strictly between 0 and 1")
+        c = compare(args.a, args.b, args.split,
+                    None if args.target_accuracy is None else (args.target_accuracy, args.delta))
     except (CompareError, json.JSONDecodeError, KeyError) as e:
         print(f"trainer compare: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2

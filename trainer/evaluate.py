@@ -101,6 +101,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", group_by: str | None 
          **dec}
         for s, p, dec in zip(samples, probs, decided)]
     result |= {f"{k}_predictions": v for k, v in extra.items()}
+    result["val_predictions"] = trust.val_predictions(val_samples, softmax(val_logits, t),
+                                                      trust.scores(scorer, val_feats), info.classes)
     write_json(run_dir / f"eval_{split}.json", result)
     return result
 

@@ -124,6 +124,37 @@ def read_rule(run_dir: str | Path) -> RoutingRule | None:
     return RoutingRule.model_validate_json(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def _rounded(p: np.ndarray) -> list[float]:
+    return [round(float(x), 6) for x in p]
+
+
+def val_predictions(samples, probs: np.ndarray, u: np.ndarray, classes: list[str]) -> list[dict]:
+    """What the rule was fitted on, stored in eval_<split>.json so a rule for another target can be refitted
+    without the images (`refit`)."""
+    return [{"path": str(s.path), "target": classes[s.target], "probs": _rounded(p), "unfamiliarity": round(float(x), 6)}
+            for s, p, x in zip(samples, probs, u)]
+
+
+def refit(ev: dict, target_accuracy: float, delta: float) -> dict:
+    """An eval_<split>.json dict with its rule refitted from its `val_predictions` for another target and delta
+    (same unfamiliarity threshold and sets), and every stored decision re-made with it."""
+    old = RoutingRule.model_validate(ev["trust"]["rule"])
+    classes = ev["classes"]
+    val = ev["val_predictions"]
+    vp = np.array([p["probs"] for p in val])
+    rule = selective.fit_rule(vp, np.array([classes.index(p["target"]) for p in val]), classes, target_accuracy,
+                              delta, old.set_coverage, np.array([p["unfamiliarity"] for p in val]),
+                              old.unfamiliar_threshold, old.unfamiliar_false_alarm)
+    rule = rule.model_copy(update={"set_threshold": old.set_threshold})
+    out = dict(ev, trust=dict(ev["trust"], rule=rule.model_dump(mode="json")))
+    for key in ("predictions", "shifted_predictions", "non_artwork_predictions"):
+        preds = ev.get(key, [])
+        if preds:
+            made = decisions(rule, np.array([p["probs"] for p in preds]), np.array([p["unfamiliarity"] for p in preds]))
+            out[key] = [dict(p, **d) for p, d in zip(preds, made)]
+    return out
+
+
 def decisions(rule: RoutingRule, probs: np.ndarray, u: np.ndarray) -> list[dict]:
     auto, reasons, sets = rule.apply_batch(probs, u)
     return [{"unfamiliarity": round(float(x), 6), "auto_route": bool(a), "reason": r, "prediction_set": s}
@@ -178,7 +209,7 @@ def measure(model, rule: RoutingRule, scorer: unfamiliar.Unfamiliarity, probs: n
             p = s_probs[j * n + i]
             extra["shifted"].append({"path": str(samples[i].path), "kind": kind, "target": rule.classes[targets[i]],
                                      "pred": rule.classes[int(p.argmax())], "confidence": float(p.max()),
-                                     **s_dec[j * n + i]})
+                                     "probs": _rounded(p), **s_dec[j * n + i]})
     s_right = s_probs.argmax(1) == np.tile(targets, len(kinds))
     s_auto = np.array([d["auto_route"] for d in s_dec])
     shifted["all"] = {"n": len(s_u), "top1": float(s_right.mean()), "auto_share": float(s_auto.mean()),
@@ -186,8 +217,8 @@ def measure(model, rule: RoutingRule, scorer: unfamiliar.Unfamiliarity, probs: n
                       "unfamiliar_share": float((s_u > rule.unfamiliar_threshold).mean()),
                       "auroc": unfamiliar.auroc(u, s_u)}
     n_dec = decisions(rule, n_probs, n_u)
-    extra["non_artwork"] = [{"name": name, "pred": rule.classes[int(p.argmax())], "confidence": float(p.max()), **d}
-                            for (name, _), p, d in zip(photos, n_probs, n_dec)]
+    extra["non_artwork"] = [{"name": name, "pred": rule.classes[int(p.argmax())], "confidence": float(p.max()),
+                             "probs": _rounded(p), **d} for (name, _), p, d in zip(photos, n_probs, n_dec)]
     summary["shifted"] = shifted
     summary["non_artwork"] = {"n": len(photos), "auroc": unfamiliar.auroc(u, n_u),
                               "unfamiliar_share": float((n_u > rule.unfamiliar_threshold).mean()),

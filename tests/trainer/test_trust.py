@@ -121,3 +121,21 @@ def test_fit_run_refits_for_another_target_as_export_will(evaluated, tmp_path):
     assert torch.equal(scorer.bank, unfamiliar.load(run).bank)
     strict, _ = trust.fit_run(copy, trust.TrustConfig(target_accuracy=0.99, delta=0.2, false_alarm=0.1))
     assert strict.confidence_threshold >= rule.confidence_threshold and trust.read_rule(copy) == strict
+
+
+def test_refit_from_stored_val_predictions_equals_fitting_on_the_images(evaluated, tmp_path):
+    import shutil
+
+    run, ev = evaluated
+    assert len(ev["val_predictions"]) == 48
+    again = trust.refit(ev, 0.9, 0.2)
+    assert again["trust"]["rule"]["confidence_threshold"] == ev["trust"]["rule"]["confidence_threshold"]
+    assert [p["auto_route"] for p in again["predictions"]] == [p["auto_route"] for p in ev["predictions"]]
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    strict_rule, _ = trust.fit_run(copy, trust.TrustConfig(target_accuracy=0.97, delta=0.3, false_alarm=0.1))
+    strict = trust.refit(ev, 0.97, 0.3)
+    assert strict["trust"]["rule"]["confidence_threshold"] == strict_rule.confidence_threshold
+    c = compare([str(run)], [str(run)], refit=(0.97, 0.3))
+    auto = [p["auto_route"] for p in strict["predictions"]]
+    assert c.a.trust.coverage == pytest.approx(np.mean(auto))
