@@ -137,7 +137,7 @@ def risk_coverage(coverage: list[float], risk: list[float], target_accuracy: flo
         ax.plot([rule_point[0]], [rule_point[1]], "ro", label=f"fitted rule: {rule_point[0]:.0%} auto-routed")
     ax.set(xlabel="share auto-routed (coverage)", ylabel="accuracy of auto-routed", xlim=(0, 1.01),
            ylim=(max(0.0, min([*(1 - np.asarray(risk)), target_accuracy]) - 0.05), 1.005),
-           title="Risk-coverage (split)")
+           title="Risk-coverage")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
     return figure_uri(fig)
