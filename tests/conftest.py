@@ -24,3 +24,4 @@ def shared_dir() -> Path:
 
 from tests.stack_fixtures import served_model_repository, stack, stack_settings  # noqa: E402,F401
 from tests.worker_fixtures import worker, worker_env  # noqa: E402,F401
+from tests.fault_fixtures import own_worker, slow_scan  # noqa: E402,F401

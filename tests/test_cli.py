@@ -49,7 +49,8 @@ def test_bad_setting_is_a_one_line_error(tmp_path):
     env = dict(os.environ, ARTROUTE_MAX_BATCH="zero", ARTROUTE_STACK_FILE=str(tmp_path / "none.json"))
     r = subprocess.run([PY, "-m", "streams", "worker"], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 2
-    assert r.stderr.strip() == "worker: error: ARTROUTE_MAX_BATCH: Input should be a valid integer, unable to parse string as an integer"
+    assert r.stderr.strip() == ("python -m streams worker: error: ARTROUTE_MAX_BATCH: Input should be a valid "
+                                "integer, unable to parse string as an integer")
 
 
 def test_stack_down_without_a_stack_is_a_one_line_error(tmp_path):

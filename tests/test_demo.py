@@ -22,4 +22,8 @@ def test_demo_decides_every_upload_and_writes_a_summary(tmp_path, served_model_r
     assert summary["uploaded"] == 16 and summary["decided"] == 12 and summary["dead_lettered"] == 4
     assert sum(summary["per_department"].values()) == 12
     assert summary["latency_p50_s"] > 0 and summary["throughput_per_s"] > 0
-    assert "DEAD LETTER: empty" in r.stdout and "stopping the worker and the stack" in r.stdout
+    assert "DEAD LETTER: empty" in r.stdout and "stopping the worker, the ledger and the stack" in r.stdout
+    # The routing ledger ingested the same outcomes Kafka carried.
+    assert summary["ledger_agrees"] is True
+    assert summary["ledger"] == {"decided": 12, "in review": summary["needs_review"], "dead letters": 4}
+    assert "kafka and ledger agree" in r.stdout

@@ -1,4 +1,5 @@
-"""Inference keeps retrying while Triton is down and succeeds once a real Triton comes up."""
+"""Inference keeps retrying while Triton is down and succeeds once a real Triton comes up; what is
+not transient is raised at once."""
 from __future__ import annotations
 
 import asyncio
@@ -25,10 +26,10 @@ async def test_inference_waits_for_triton_to_come_up(tmp_path, served_model_repo
     server = TritonServer(tmp_path, served_model_repository, http, grpc, metrics)
     try:
         await asyncio.to_thread(server.start, 120)
-        probs, version = await asyncio.wait_for(pending, 60)
+        answer = await asyncio.wait_for(pending, 60)
     finally:
         server.process.stop()
         server.remove_leftover_shm()
         await model.close()
-    assert probs.shape == (4, 4) and version == "1"
-    assert np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert answer.probs.shape == (4, 4) and answer.version == "1" and answer.digests.shape == (4, 32)
+    assert np.allclose(answer.probs.sum(axis=1), 1, atol=1e-5)

@@ -8,6 +8,7 @@ import pytest
 
 from streams.orchestration.harness import Upload, WorkerProcess, upload_all
 from streams.worker.replay import replay
+from streams.stack.processes import free_port
 from streams.stack.servers import create_topics
 from tests.worker_fixtures import jpeg, outcomes_for, unique_prefix
 
@@ -25,7 +26,9 @@ def replay_settings(stack_settings):
 @pytest.fixture(scope="module")
 def replay_worker(replay_settings, worker_env, tmp_path_factory):
     asyncio.run(create_topics(replay_settings.kafka_brokers, {t: 4 for k, t in TOPICS.items() if k.endswith("TOPIC")}))
-    w = WorkerProcess({**worker_env, **TOPICS}, log_path=tmp_path_factory.mktemp("replay") / "worker.log").start()
+    # Its own metrics port: the session's worker may be running (and bound to worker_env's) at the same time.
+    env = {**worker_env, **TOPICS, "ARTROUTE_METRICS_PORT": str(free_port())}
+    w = WorkerProcess(env, log_path=tmp_path_factory.mktemp("replay") / "worker.log").start()
     yield w
     w.stop()
 

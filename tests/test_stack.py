@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from minio import Minio
 
 from streams.worker.events import parse_intake
+from streams.contract.model import IMAGE
 from streams.worker.inference import TritonModel
 from streams.stack.processes import descendants
 
@@ -82,20 +84,26 @@ async def test_s3_put_get_and_filer_notification_on_the_broker(stack_settings):
     assert (event.bucket, event.size, event.source) == (stack_settings.bucket, len(body), "seaweedfs")
 
 
-async def test_triton_inference_matches_the_torchscript_model_in_process(stack_settings, served_model_repository):
+async def test_triton_inference_matches_the_model_files_in_process(stack_settings, served_model_repository):
+    """What the stack's Triton answers equals model.pt and model.onnx run here, digest included."""
+    import onnxruntime as ort
+
     model = TritonModel(stack_settings.triton_url, stack_settings.model_name)
     try:
-        info = await model.load_info()
-        images = np.random.default_rng(0).integers(0, 256, (5, *info.input_shape), dtype=np.uint8)
-        probs, version = await model.infer(images)
+        served = await model.served()
+        images = np.random.default_rng(0).integers(0, 256, (5, *served.input_shape), dtype=np.uint8)
+        answer = await model.infer(images)
     finally:
         await model.close()
-    scripted = torch.jit.load(str(served_model_repository / info.name / version / "model.pt"))
+    version_dir = served_model_repository / served.name / answer.version
+    contract = served.contracts[int(answer.version)]
     with torch.inference_mode():
-        expected = scripted(torch.from_numpy(images)).numpy()
-    assert probs.shape == (5, len(info.labels))
-    assert np.abs(probs - expected).max() < 1e-5
-    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+        probs, digests = (t.numpy() for t in torch.jit.load(str(version_dir / "model.pt"))(torch.from_numpy(images)))
+    onnx_probs, _ = ort.InferenceSession(str(version_dir / "model.onnx")).run(None, {IMAGE.name: images})
+    assert answer.probs.shape == (5, len(contract.labels))
+    assert np.abs(answer.probs - probs).max() < 1e-5 and np.abs(answer.probs - onnx_probs).max() < 1e-5
+    assert np.allclose(answer.probs.sum(axis=1), 1.0, atol=1e-5)
+    assert all(bytes(d) == contract.digest() for d in answer.digests) and np.array_equal(answer.digests, digests)
 
 
 def _alive(pid: int) -> bool:
@@ -146,7 +154,7 @@ def _stack_up_error(tmp_path: Path, *args: str, env_extra: dict[str, str] | None
     assert r.returncode == 2, r.stdout + r.stderr
     assert "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("stack: error: "), r.stderr
+    assert len(lines) == 1 and lines[0].startswith("python -m streams stack up: error: "), r.stderr
     assert time.monotonic() - t0 < 60
     return lines[0]
 
@@ -176,4 +184,15 @@ def test_model_without_cpu_config_is_named(tmp_path):
     (tmp_path / "repo" / "artroute" / "1").mkdir(parents=True)
     (tmp_path / "repo" / "artroute" / "config.pbtxt").write_text('platform: "pytorch_libtorch"')
     line = _stack_up_error(tmp_path, "--model-repository", str(tmp_path / "repo"))
+    assert "artroute: no configs/cpu-onnx.pbtxt" in line
+    line = _stack_up_error(tmp_path, "--model-repository", str(tmp_path / "repo"), "--triton-config", "cpu")
     assert "artroute: no configs/cpu.pbtxt" in line
+
+
+def test_a_version_exported_before_the_contract_is_named(tmp_path, served_model_repository):
+    old = tmp_path / "repo" / "artroute"
+    shutil.copytree(served_model_repository / "artroute", old)
+    for version in (d for d in old.iterdir() if d.name.isdigit()):
+        (version / "contract.json").unlink()
+    line = _stack_up_error(tmp_path, "--model-repository", str(tmp_path / "repo"))
+    assert "no version holds model.py, model.onnx and contract.json" in line and "export it again" in line

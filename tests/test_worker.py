@@ -12,10 +12,12 @@ import struct
 import pytest
 from PIL import Image
 
+from streams.contract.model import ModelContract
 from streams.worker.events import to_s3_event_json
 from streams.orchestration.harness import Upload, upload_all
 from streams.worker.publisher import Publisher
 from tests.model_fixture import DEPARTMENTS
+from trainer.metapi.models import department_id
 from tests.worker_fixtures import MAX_OBJECT_BYTES, jpeg, outcomes_for, unique_prefix
 
 pytestmark = pytest.mark.stack
@@ -38,7 +40,8 @@ def _tiff16() -> bytes:
     return buf.getvalue()
 
 
-async def test_one_upload_gives_exactly_one_decision_with_correct_fields(worker, stack_settings):
+async def test_one_upload_gives_exactly_one_decision_with_correct_fields(worker, stack_settings,
+                                                                         served_model_repository):
     key = unique_prefix("single") + "Ägypten statue 1.jpg"
     [up] = upload_all(stack_settings, [Upload(key, jpeg(0, seed=5))])
     out = await outcomes_for(stack_settings, [key])
@@ -51,8 +54,10 @@ async def test_one_upload_gives_exactly_one_decision_with_correct_fields(worker,
     assert d["confidence"] == pytest.approx(d["top3"][0]["score"])
     assert d["top3"][0]["score"] >= d["top3"][1]["score"] >= d["top3"][2]["score"]
     assert d["model"]["name"] == "artroute" and d["model"]["version"] == "1"
-    assert d["department_id"] == {"Egyptian Art": 10, "Asian Art": 6, "European Paintings": 11,
-                                  "Arms and Armor": 4}[d["department"]]
+    contract = ModelContract.model_validate_json(
+        (served_model_repository / "artroute" / "1" / "contract.json").read_text())
+    ids = {lb.name: lb.department_id for lb in contract.labels}  # from the corpus rows' MET department ids
+    assert d["department_id"] == ids[d["department"]] and d["department_id"] == department_id(d["department"])
     assert (key in out.review) == d["needs_review"]
 
 

@@ -7,6 +7,7 @@ COMMANDS = {
     "corpus met": ("trainer.corpus.met_cli", "harvest a department-labelled corpus from the MET Collection API"),
     "corpus folder": ("trainer.corpus.folder", "make a corpus from a folder with one sub-folder per label"),
     "corpus csv": ("trainer.corpus.csvfile", "make a corpus from a CSV of image path/URL, label, split"),
+    "corpus verdicts": ("trainer.corpus.verdicts", "make a corpus from curators' verdicts in the routing ledger (its HTTP API)"),
     "corpus folds": ("trainer.corpus.folds", "re-split a corpus into k stratified folds: one test, one val, the rest train"),
     "fake-met-api": ("trainer.metapi.fake_cli", "serve an offline fake of the MET Collection API"),
     "train": ("trainer.train", "train a department classifier from a corpus manifest (torchrun for DDP)"),

@@ -19,16 +19,17 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision import transforms as T
 
+from streams.contract.cli import invalid_option
 from trainer import distributed as D
 from trainer.data import DataError, ImageDataset, Sample, class_weights, load_corpus, load_split
-from trainer.models import ModelError, available, create_model
+from trainer.models import available, create_model
 from trainer.run import TrainConfig
 from trainer.synthetic import write_corpus
-from streams.contract.taxonomy import TaxonomyError, load_taxonomy
+from streams.contract.taxonomy import load_taxonomy
 from trainer.train import lr_factor, param_groups, train_one_epoch
 
 SYNTHETIC_LABELS = ["disc", "square", "hstripes", "vstripes", "triangle", "ring"]
@@ -217,10 +218,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     try:
         settings = BenchSettings(**{k: getattr(args, k) for k in BenchSettings.model_fields})
-        result = bench(settings)
-    except (DataError, ModelError, TaxonomyError, FileNotFoundError, ValueError) as e:
-        print(f"trainer bench train: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
+    except ValidationError as e:
+        raise invalid_option(e) from None
+    result = bench(settings)
     text = result.model_dump_json(indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from math import comb
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel
 
+from streams.contract.cli import UserError
 from trainer.metrics import summarize
 
 
@@ -58,7 +58,7 @@ class Comparison(BaseModel):
     mcnemar_p: float      # exact two-sided binomial test of only_a_right vs only_b_right
 
 
-class CompareError(ValueError):
+class CompareError(UserError):
     """Runs that cannot be compared; the message is one line."""
 
 
@@ -68,7 +68,12 @@ def read_evals(runs: list[str], split: str) -> list[dict]:
         path = Path(run) / f"eval_{split}.json"
         if not path.is_file():
             raise CompareError(f"{path}: missing; run `python -m trainer evaluate --run {run} --split {split}`")
-        out.append(json.loads(path.read_text(encoding="utf-8")))
+        try:
+            ev = json.loads(path.read_text(encoding="utf-8"))
+            ev["classes"], ev["predictions"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise CompareError(f"{path}: not an evaluation ({type(e).__name__}: {e})") from None
+        out.append(ev)
     return out
 
 
@@ -182,14 +187,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        if args.target_accuracy is not None and not (0 < args.target_accuracy < 1 and 0 < args.delta < 1):
-            raise CompareError("--target-accuracy and --delta must lie strictly between 0 and 1")
-        c = compare(args.a, args.b, args.split,
-                    None if args.target_accuracy is None else (args.target_accuracy, args.delta))
-    except (CompareError, json.JSONDecodeError, KeyError) as e:
-        print(f"trainer compare: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
+    if args.target_accuracy is not None and not (0 < args.target_accuracy < 1 and 0 < args.delta < 1):
+        raise CompareError("--target-accuracy and --delta must lie strictly between 0 and 1")
+    c = compare(args.a, args.b, args.split, None if args.target_accuracy is None else (args.target_accuracy, args.delta))
     for name, s in (("A", c.a), ("B", c.b)):
         print(f"{name}: top1={s.top1:.4f} macro_f1={s.macro_f1:.4f} ece={s.ece:.4f}  ({len(s.runs)} run(s))")
         if s.trust:

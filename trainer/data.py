@@ -18,13 +18,14 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
+from streams.contract.cli import UserError
 from streams.contract.imaging import MAX_IMAGE_PIXELS, load_image, to_model_input, to_rgb
 from trainer.corpus.manifest import ManifestRow, manifest_path, read_manifest, resolve_image
 from streams.contract.taxonomy import Taxonomy
 
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A corpus that cannot be trained on; the message is one line."""
 
 

@@ -13,7 +13,6 @@ taxonomy, summing the fine classes' probabilities per group.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +21,9 @@ from pydantic import ValidationError
 from trainer import distributed as D
 from trainer import trust, unfamiliar
 from trainer.calibration import ece, fit_temperature, nll, softmax
-from trainer.corpus.manifest import ManifestError
 from trainer.data import DataError, ImageDataset, load_corpus, load_split
 from trainer.metrics import group_probs, summarize
-from trainer.models import ModelError
-from trainer.run import Calibration, RunError, RunInfo, load_model, write_json
+from trainer.run import Calibration, RunInfo, load_model, write_json
 from streams.contract.taxonomy import Taxonomy, TaxonomyClass, TaxonomyError, load_taxonomy
 
 
@@ -134,18 +131,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        try:
-            cfg = trust.TrustConfig(target_accuracy=args.target_accuracy, delta=args.delta,
-                                    set_coverage=args.set_coverage, false_alarm=args.false_alarm, k=args.knn,
-                                    shifted=args.shifted)
-        except ValidationError as e:
-            err = e.errors()[0]
-            raise DataError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
-        r = evaluate_run(args.run, args.split, args.group_by, args.corpus, args.batch_size, args.workers, args.device,
-                         cfg)
-    except (DataError, ModelError, RunError, TaxonomyError, ManifestError, FileNotFoundError) as e:
-        print(f"trainer evaluate: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
+        cfg = trust.TrustConfig(target_accuracy=args.target_accuracy, delta=args.delta, set_coverage=args.set_coverage,
+                                false_alarm=args.false_alarm, k=args.knn, shifted=args.shifted)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise DataError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+    r = evaluate_run(args.run, args.split, args.group_by, args.corpus, args.batch_size, args.workers, args.device, cfg)
     m = r["metrics"]
     print(f"{r['run']} {r['split']} n={m['n']}: top1={m['top1']:.4f} top3={m['top3']:.4f} macro_f1={m['macro_f1']:.4f} "
           f"ece {m['ece_uncalibrated']:.4f} -> {m['ece']:.4f} (T={r['temperature']:.3f})")

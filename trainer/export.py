@@ -1,96 +1,96 @@
 """Export a run as a new numbered version into the Triton model repository (docs/model-repository.md).
 
-Traces the calibrated model (uint8 NCHW -> normalisation -> network -> /T -> softmax) to TorchScript,
-checks it against the eager model, and writes model.pt, the python-backend runner model.py and
-metadata.json into <repository>/<model>/<next version>/ (staged, then renamed, so Triton never sees half a
-version), plus labels.txt, config.pbtxt (production GPU, pytorch_libtorch) and configs/cpu.pbtxt
-(embedded stack, python backend) beside it.
+Writes <repository>/<model>/<next version>/ with model.pt (TorchScript), model.onnx (ONNX opset 20), the
+python-backend runner model.py and contract.json (the version's `ModelContract`: labels in output order
+with their department ids, input size, resize mode, temperature, training-data hash, metrics), staged and
+renamed so Triton never sees half a version. Both model files return the contract's digest beside the
+probabilities, and are checked against the eager model. Then it rewrites the model's configs (config.pbtxt
+for pytorch_libtorch on GPU, configs/onnx.pbtxt, configs/cpu.pbtxt and configs/cpu-onnx.pbtxt for the
+embedded stack), each indexing the contracts of every version in the directory.
+
+A new version may change the labels, their order or the taxonomy (the worker decides each response with
+the contract of the version that answered), but not the input size or resize mode: every version of a
+model name takes the same images. Export refuses such a version; use a new --model-name.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
-from pydantic import BaseModel
+from pydantic import ValidationError
 
-from trainer.models import Calibrated, ModelError
-from trainer.run import RunError, load_model, read_calibration, read_info, write_json
+from streams.contract.cli import UserError
+from streams.contract.model import Label, ModelContract
+from streams.contract.taxonomy import CORPUS, TaxonomyError, load_taxonomy
+from streams.contract.triton_config import (CONTRACT_FILE, RUNNER_FILE, VARIANT_FILES, build_config, to_pbtxt)
+from trainer.artifacts import Stamped, check_libtorch_readable, export_onnx, trace
+from trainer.models import Calibrated
+from trainer.run import RunError, RunInfo, load_model, read_calibration
 
 RUNNER = Path(__file__).with_name("triton_python_model.py")
-INPUT, OUTPUT = "IMAGE__0", "PROBS__0"
-PARITY_ATOL = 1e-4
+DEFAULT_MAX_BATCH_SIZE = 32
 
 
-class ModelMetadata(BaseModel):
-    model_name: str
-    version: int
-    run: str
-    arch: str
-    taxonomy: str
-    labels: list[str]
-    input: dict            # {"name", "dtype", "shape": [3, H, W], "resize": "letterbox"}
-    image_size: list[int]  # [H, W]
-    mean: list[float]
-    std: list[float]
-    temperature: float
-    metrics: dict
-    training_data_sha256: str
-    manifest: str
-    created: str
-
-
-def _pbtxt_string(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def config_pbtxt(model_name: str, labels: list[str], taxonomy: str, size: int, gpu: bool,
-                 max_batch_size: int = 32) -> str:
-    """config.pbtxt (gpu=True: pytorch_libtorch, KIND_GPU) or configs/cpu.pbtxt (python backend, KIND_CPU)."""
-    engine = 'platform: "pytorch_libtorch"' if gpu else 'backend: "python"'
-    params = {"artroute_labels": json.dumps(labels, ensure_ascii=False), "artroute_taxonomy": taxonomy,
-              "artroute_resize": "letterbox"}
-    if not gpu:
-        params["torch_threads"] = "2"
-    param_text = ",\n".join(f'  {{ key: "{k}" value: {{ string_value: {_pbtxt_string(v)} }} }}' for k, v in params.items())
-    return f"""name: "{model_name}"
-{engine}
-max_batch_size: {max_batch_size}
-input [
-  {{ name: "{INPUT}" data_type: TYPE_UINT8 dims: [ 3, {size}, {size} ] }}
-]
-output [
-  {{ name: "{OUTPUT}" data_type: TYPE_FP32 dims: [ {len(labels)} ] label_filename: "labels.txt" }}
-]
-dynamic_batching {{ max_queue_delay_microseconds: 2000 }}
-instance_group [ {{ kind: {"KIND_GPU" if gpu else "KIND_CPU"} count: 1 }} ]
-parameters [
-{param_text}
-]
-"""
-
-
-def trace(model: torch.nn.Module, size: int) -> torch.jit.ScriptModule:
-    """torch.jit.trace on a uint8 batch, then a parity check on a fresh batch of another size."""
-    g = torch.Generator().manual_seed(0)
-    example = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8, generator=g)
-    with torch.no_grad():
-        traced = torch.jit.trace(model, example)
-        check = torch.randint(0, 256, (3, 3, size, size), dtype=torch.uint8, generator=g)
-        diff = (traced(check) - model(check)).abs().max().item()
-    if diff >= PARITY_ATOL:
-        raise ModelError(f"traced model differs from eager by {diff:.2e} (>= {PARITY_ATOL})")
-    return traced
+class ExportError(UserError):
+    """An export refused: the message names the problem and what to do instead."""
 
 
 def next_version(model_dir: Path) -> int:
     versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
     return max(versions, default=0) + 1
+
+
+def read_contracts(model_dir: Path) -> dict[int, ModelContract]:
+    """version -> contract of every version directory; versions exported without one are refused."""
+    out = {}
+    for d in sorted((p for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)):
+        path = d / CONTRACT_FILE
+        if not path.is_file():
+            raise ExportError(f"{d}: no {CONTRACT_FILE} (exported before the model contract); remove that "
+                              f"version or export under a new --model-name")
+        try:
+            contract = ModelContract.model_validate_json(path.read_text(encoding="utf-8"))
+        except ValidationError as e:
+            raise ExportError(f"{path}: not a model contract: {str(e).splitlines()[0]}") from None
+        if contract.version != int(d.name):
+            raise ExportError(f"{path}: says version {contract.version}, lies in {d.name}/ (copy a version to its "
+                              "own number)")
+        out[int(d.name)] = contract
+    return out
+
+
+def check_compatible(existing: dict[int, ModelContract], new: ModelContract) -> None:
+    """Refuse a version the worker could not feed like the versions already there."""
+    for version, old in sorted(existing.items()):
+        problems = old.input_differences(new)
+        if problems:
+            raise ExportError(f"model {new.model_name!r} version {version} takes other images: "
+                              f"{'; '.join(problems)} — export under a new --model-name")
+
+
+def labels_of(info: RunInfo) -> list[Label]:
+    """The run's classes in output order with their department ids (run.json; runs trained before it
+    recorded them take the ids of their built-in taxonomy)."""
+    ids = info.department_ids
+    if not ids and info.taxonomy != CORPUS:
+        try:
+            ids = {c.name: c.department_ids for c in load_taxonomy(info.taxonomy).classes}
+        except TaxonomyError:
+            ids = {}
+    return [Label(name=c, department_ids=ids.get(c, [])) for c in info.classes]
+
+
+def _metrics(run_dir: Path, info: RunInfo, cal) -> dict:
+    metrics = {"val": info.final_val, "val_calibration": cal.model_dump()}
+    eval_test = run_dir / "eval_test.json"
+    if eval_test.is_file():
+        m = json.loads(eval_test.read_text(encoding="utf-8"))["metrics"]
+        metrics["test"] = {k: m[k] for k in ("n", "top1", "top3", "macro_f1", "ece", "ece_uncalibrated")}
+    return metrics
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -100,47 +100,47 @@ def _write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def write_configs(model_dir: Path, contracts: list[ModelContract], max_batch_size: int) -> None:
+    """Every variant's config, indexing these contracts (the versions in the directory)."""
+    for variant, rel in VARIANT_FILES.items():
+        _write_text(model_dir / rel, to_pbtxt(build_config(model_dir.name, contracts, variant, max_batch_size)))
+
+
 def export_run(run_dir: str | Path, repository: str | Path = "model_repository", model_name: str = "artroute",
-               max_batch_size: int = 32) -> Path:
+               max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> Path:
     """Write the run as the next version of <repository>/<model_name>; returns the version directory."""
     run_dir, repository = Path(run_dir), Path(repository)
     info, model = load_model(run_dir)
     cal = read_calibration(run_dir)
     if cal is None:
         raise RunError(f"{run_dir}: no calibration.json (run `python -m trainer evaluate --run {run_dir}`)")
-    served = Calibrated(model, cal.temperature).eval()
-    traced = trace(served, info.image_size)
-
-    eval_test = run_dir / "eval_test.json"
-    metrics = {"val": info.final_val, "val_calibration": cal.model_dump()}
-    if eval_test.is_file():
-        m = json.loads(eval_test.read_text(encoding="utf-8"))["metrics"]
-        metrics["test"] = {k: m[k] for k in ("n", "top1", "top3", "macro_f1", "ece", "ece_uncalibrated")}
-
     model_dir = repository / model_name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    version = next_version(model_dir)
-    meta = ModelMetadata(
-        model_name=model_name, version=version, run=str(run_dir.resolve()), arch=info.arch, taxonomy=info.taxonomy,
-        labels=info.classes, input={"name": INPUT, "dtype": "uint8", "shape": [3, info.image_size, info.image_size],
-                                    "resize": "letterbox"},
-        image_size=[info.image_size, info.image_size], mean=info.mean, std=info.std, temperature=cal.temperature,
-        metrics=metrics, training_data_sha256=info.manifest_sha256, manifest=info.manifest,
+    existing = read_contracts(model_dir) if model_dir.is_dir() else {}
+    version = next_version(model_dir) if model_dir.is_dir() else 1
+    contract = ModelContract(
+        model_name=model_name, version=version, taxonomy=info.taxonomy, labels=labels_of(info),
+        input_size=(info.image_size, info.image_size), temperature=cal.temperature,
+        training_data_sha256=info.manifest_sha256, arch=info.arch, run=str(run_dir.resolve()),
+        manifest=info.manifest, mean=info.mean, std=info.std, metrics=_metrics(run_dir, info, cal),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    check_compatible(existing, contract)
+
+    served = Stamped(Calibrated(model, cal.temperature), contract.digest()).eval()
+    traced = trace(served, info.image_size)
+    model_dir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=model_dir))
     try:
         traced.save(str(stage / "model.pt"))
-        shutil.copyfile(RUNNER, stage / "model.py")
-        write_json(stage / "metadata.json", meta)
+        check_libtorch_readable(stage / "model.pt")
+        export_onnx(served, info.image_size, stage / "model.onnx")
+        shutil.copyfile(RUNNER, stage / RUNNER_FILE)
+        (stage / CONTRACT_FILE).write_text(contract.model_dump_json(indent=2) + "\n", encoding="utf-8")
         stage.chmod(0o755)
         stage.rename(model_dir / str(version))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    _write_text(model_dir / "labels.txt", "".join(f"{c}\n" for c in info.classes))
-    _write_text(model_dir / "config.pbtxt",
-                config_pbtxt(model_name, info.classes, info.taxonomy, info.image_size, True, max_batch_size))
-    _write_text(model_dir / "configs" / "cpu.pbtxt",
-                config_pbtxt(model_name, info.classes, info.taxonomy, info.image_size, False, max_batch_size))
+    (model_dir / "labels.txt").unlink(missing_ok=True)  # written by exports before the contract: one list for all versions
+    write_configs(model_dir, [*existing.values(), contract], max_batch_size)
     return model_dir / str(version)
 
 
@@ -150,6 +150,7 @@ def quick_train_and_export(corpus_dir: str | Path, repository: str | Path, model
                            run_dir: str | Path | None = None, seed: int = 0) -> Path:
     """Train a small model fast (tiny CNN from scratch, 64 px, 3 epochs: well under 2 min on 2 CPU cores for
     ~1,500 images) and export it; returns the version directory. For demos with an empty model repository."""
+    from trainer.data import DataError
     from trainer.evaluate import evaluate_run
     from trainer.run import TrainConfig
     from trainer.train import train
@@ -161,7 +162,7 @@ def quick_train_and_export(corpus_dir: str | Path, repository: str | Path, model
     train(cfg)
     try:
         evaluate_run(run_dir, "test", workers=0)
-    except ValueError:  # a corpus without a test split: export with the val metrics only
+    except DataError:  # a corpus without a test split: export with the val metrics only
         pass
     return export_run(run_dir, repository, model_name)
 
@@ -170,15 +171,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="run directory written by `python -m trainer train`")
     p.add_argument("--repository", default="model_repository", help="Triton model repository (default: model_repository)")
     p.add_argument("--model-name", default="artroute", help="model name = directory in the repository (default: artroute)")
-    p.add_argument("--max-batch-size", type=int, default=32, help="max_batch_size in both configs (default: 32)")
+    p.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
+                   help=f"max_batch_size in every config (default: {DEFAULT_MAX_BATCH_SIZE})")
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        version_dir = export_run(args.run, args.repository, args.model_name, args.max_batch_size)
-    except (ModelError, RunError, FileNotFoundError) as e:
-        print(f"trainer export: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
-    meta = read_info(args.run)
-    print(f"exported {args.run} ({meta.arch}, {len(meta.classes)} classes) -> {version_dir}")
+    version_dir = export_run(args.run, args.repository, args.model_name, args.max_batch_size)
+    contract = ModelContract.model_validate_json((version_dir / CONTRACT_FILE).read_text(encoding="utf-8"))
+    print(f"exported {args.run} ({contract.arch}, {len(contract.labels)} classes) -> {version_dir}")
     return 0

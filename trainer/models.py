@@ -26,7 +26,7 @@ TIMM = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2
 LOCAL = ("tiny",)
 
 
-class ModelError(UserError, ValueError):
+class ModelError(UserError):
     """An unknown architecture or unavailable weights; the message is one line."""
 
 

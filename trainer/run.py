@@ -18,10 +18,11 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from streams.contract.cli import UserError
 from trainer.models import Classifier, create_model
 
 
-class RunError(ValueError):
+class RunError(UserError):
     """A run directory that is missing or incomplete; the message is one line."""
 
 
@@ -67,6 +68,7 @@ class RunInfo(BaseModel):
     classes: list[str]
     taxonomy: str
     class_labels: dict[str, list[str]]   # class -> manifest labels it merges
+    department_ids: dict[str, list[int]] = {}  # class -> the department ids it stands for (taxonomy / corpus rows)
     image_size: int
     mean: list[float]
     std: list[float]

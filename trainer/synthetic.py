@@ -54,11 +54,13 @@ def draw(k: int, rng: np.random.Generator, size: tuple[int, int] = (64, 48)) -> 
 
 
 def write_corpus(root: str | Path, labels: list[str], per_class: dict[str, int] | int = 24,
-                 fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), seed: int = 0) -> Path:
+                 fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), seed: int = 0,
+                 department_ids: dict[str, int] | None = None) -> Path:
     """Write JPEGs and manifest.jsonl under root; returns the manifest path.
 
     per_class: images per label (an int, or {label: n} for an imbalanced corpus). Splits are assigned
     per class in the given fractions (exact counts, so small corpora keep every class in every split).
+    department_ids: label -> the department id its rows carry (default: none).
     """
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
@@ -78,5 +80,6 @@ def write_corpus(root: str | Path, labels: list[str], per_class: dict[str, int] 
             split = "train" if i < n_train else "val" if i < n_train + n_val else "test"
             rows.append(ManifestRow(object_id=object_id, label=label, path=rel, sha256=hashlib.sha256(data).hexdigest(),
                                     bytes=len(data), width=size[0], height=size[1], split=split,
+                                    department_id=(department_ids or {}).get(label),
                                     title=f"synthetic {SHAPES[k % len(SHAPES)]} {i}"))
     return write_manifest(root / "manifest.jsonl", rows)

@@ -33,10 +33,11 @@ from trainer import tb
 from trainer.calibration import ece, fit_temperature, nll, softmax
 from trainer.data import DataError, ImageDataset, ShardSampler, class_weights, load_corpus, load_split, manifest_path
 from trainer.metrics import summarize
-from trainer.models import ModelError, available, create_model
+from trainer.models import available, create_model
 from trainer.regularize import Ema, mix_batch
-from trainer.run import Calibration, RunError, RunInfo, TrainConfig, read_config, sha256_file, write_json
-from streams.contract.taxonomy import TaxonomyError, load_taxonomy
+from trainer.run import Calibration, RunInfo, TrainConfig, read_config, sha256_file, write_json
+from streams.contract.cli import invalid_option
+from streams.contract.taxonomy import agreed_department_ids, load_taxonomy
 
 
 def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
@@ -156,7 +157,9 @@ def eval_loader(samples, cfg: TrainConfig, d: D.Dist) -> DataLoader:
 def run_info(cfg: TrainConfig, tax, counts: dict, mean, std, world: int) -> RunInfo:
     mpath = manifest_path(cfg.corpus)
     return RunInfo(name=Path(cfg.out).name, arch=cfg.arch, classes=tax.class_names, taxonomy=tax.name,
-                   class_labels={c.name: c.labels for c in tax.classes}, image_size=cfg.image_size,
+                   class_labels={c.name: c.labels for c in tax.classes},
+                   department_ids={c.name: c.department_ids for c in tax.classes if c.department_ids},
+                   image_size=cfg.image_size,
                    mean=mean, std=std, manifest=str(mpath.resolve()), manifest_sha256=sha256_file(mpath),
                    counts=counts, world_size=world, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
@@ -171,7 +174,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
         raise DataError(f"--freeze-epochs {cfg.freeze_epochs} exceeds --epochs {cfg.epochs}")
     amp = d.device.type == "cuda"
     rows, base = load_corpus(cfg.corpus)
-    tax = load_taxonomy(cfg.taxonomy, (r.label for r in rows)).without(cfg.drop)
+    tax = load_taxonomy(cfg.taxonomy, (r.label for r in rows),
+                        agreed_department_ids((r.label, r.department_id) for r in rows)).without(cfg.drop)
     splits = {s: load_split(rows, base, tax, s, cfg.max_images) for s in ("train", "val", "test")}
     for s in ("train", "val"):
         if not splits[s]:
@@ -342,16 +346,11 @@ def main(args: argparse.Namespace) -> int:
         else:
             if not args.corpus:
                 raise DataError("--corpus is required (unless --resume)")
-            fields = {k: getattr(args, k) for k in TrainConfig.model_fields}
             try:
-                cfg = TrainConfig.model_validate(fields)
+                cfg = TrainConfig.model_validate({k: getattr(args, k) for k in TrainConfig.model_fields})
             except ValidationError as e:
-                err = e.errors()[0]
-                raise DataError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+                raise invalid_option(e) from None
         train(cfg, resume=args.resume, stop_after=args.stop_after)
-    except (DataError, ModelError, RunError, TaxonomyError, ValueError, FileNotFoundError) as e:
-        print(f"trainer train: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
     finally:
         D.cleanup()
     return 0

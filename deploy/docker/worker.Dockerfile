@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # artroute stream worker: `python -m streams worker` (default) or any other `python -m streams` command,
-# e.g. `docker run IMAGE replay --bucket artworks --missing-only`.
+# e.g. `docker run IMAGE replay --bucket artworks --missing-only`, or the routing ledger: `ledger run --api`.
 #
 #   docker build -f deploy/docker/worker.Dockerfile -t artroute-worker:0.1.0 .
 #
@@ -24,7 +24,7 @@ RUN pip install -c requirements.lock -r deploy/docker/worker-requirements.txt
 COPY pyproject.toml README.md* ./
 COPY streams ./streams
 RUN pip install --no-deps . \
- && python -c "import streams.worker.settings, streams.contract.imaging" \
+ && python -c "import streams.worker.settings, streams.contract.imaging, streams.ledger.service, streams.ledger.api" \
  && ! python -c "import torch" 2>/dev/null
 
 FROM ${PYTHON_IMAGE}

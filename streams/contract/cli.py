@@ -14,6 +14,10 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class UserError(Exception):
@@ -21,6 +25,15 @@ class UserError(Exception):
 
     Subclass it for a module's own errors (`TaxonomyError`, `ManifestError`, ...) so the dispatcher
     reports them without every command catching them."""
+
+
+def invalid_option(e: ValidationError, prefix: str = "--") -> UserError:
+    """The first error of options validated by a pydantic model, named like the option: `--batch-size: ...`
+    (prefix "--", underscores as dashes) or like the setting: `ARTROUTE_MAX_BATCH: ...` (prefix "ARTROUTE_")."""
+    err = e.errors()[0]
+    name = str(err["loc"][0]) if err["loc"] else "value"
+    name = f"--{name.replace('_', '-')}" if prefix == "--" else f"{prefix}{name.upper()}"
+    return UserError(f"{name}: {err['msg']}")
 
 
 def dispatch(prog: str, description: str, commands: dict[str, tuple[str, str]],
@@ -38,6 +51,9 @@ def dispatch(prog: str, description: str, commands: dict[str, tuple[str, str]],
     for head, members in groups.items():
         if list(members) == [""]:
             sub.add_parser(head, help=members[""][1], add_help=False)
+        elif "" in members:  # a command that also heads a group: `bench` and `bench faults`
+            others = ", ".join(f"{head} {t}" for t in members if t)
+            sub.add_parser(head, help=f"{members[''][1]} (also: {others})", add_help=False)
         else:
             helps = ", ".join(members)
             sub.add_parser(head, help=f"{head} {{{helps}}}", add_help=False)
@@ -52,11 +68,15 @@ def dispatch(prog: str, description: str, commands: dict[str, tuple[str, str]],
 
     head, rest = argv[0], argv[1:]
     members = groups[head]
-    if list(members) != [""]:
+    if "" in members and not (rest and rest[0] in members):  # the head's own command
+        module_path, help_ = members[""]
+        name = head
+    elif list(members) != [""]:
         gp = argparse.ArgumentParser(prog=f"{prog} {head}", description=f"{head} commands")
         gsub = gp.add_subparsers(dest="sub", metavar="SUBCOMMAND")
         for tail, (_, help_) in members.items():
-            gsub.add_parser(tail, help=help_, add_help=False)
+            if tail:
+                gsub.add_parser(tail, help=help_, add_help=False)
         if not rest or rest[0] not in members:
             gp.print_help(sys.stderr if rest and rest[0] not in ("-h", "--help") else sys.stdout)
             return 0 if rest and rest[0] in ("-h", "--help") else 2

@@ -41,6 +41,7 @@ class RetryPolicy:
     max_s: float = 30.0
     attempts: int | None = None      # None: no limit on attempts
     deadline_s: float | None = None  # None: no limit on total time
+    log_level: int = logging.WARNING  # of the line logged before each retry (DEBUG where the caller counts them)
 
 
 def retry_after(exc: BaseException | None) -> float | None:
@@ -56,7 +57,7 @@ class _Wait:
     """Exponential backoff with jitter, but never shorter than the server's Retry-After."""
 
     def __init__(self, policy: RetryPolicy):
-        self.base = wait_exponential_jitter(initial=policy.initial_s, max=policy.max_s, jitter=policy.initial_s)
+        self.base = wait_exponential_jitter(multiplier=policy.initial_s, max=policy.max_s, jitter=policy.initial_s)
 
     def __call__(self, state: RetryCallState) -> float:
         wait = self.base(state)
@@ -83,11 +84,14 @@ async def call_with_retries(fn: Callable[[], Awaitable[T]], *, transient: Callab
 
     `on_retry(exc, attempt, wait_s)` runs before each wait, `on_success()` after the call succeeds.
     """
+    last: list[BaseException] = []
+
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception()
+        last[:] = [exc]
         wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning("%s failed (attempt %d), retrying in %.1fs: %s: %s", policy.what, state.attempt_number,
-                    wait, type(exc).__name__, exc)
+        log.log(policy.log_level, "%s failed (attempt %d), retrying in %.1fs: %s: %s", policy.what,
+                state.attempt_number, wait, type(exc).__name__, exc)
         if on_retry is not None:
             on_retry(exc, state.attempt_number, wait)
 
@@ -98,11 +102,18 @@ async def call_with_retries(fn: Callable[[], Awaitable[T]], *, transient: Callab
         try:
             await asyncio.wait_for(stop.wait(), seconds)
         except TimeoutError:
-            pass
+            return
+        raise last[0]  # stopped while waiting: no further attempt
+
+    async def attempt() -> T:  # tenacity awaits only coroutine *functions*; a lambda returning one is awaited here
+        return await fn()
+
+    async def attempt() -> T:  # tenacity calls a non-`async def` fn (a lambda) without awaiting its result
+        return await fn()
 
     retrying = AsyncRetrying(retry=retry_if_exception(transient), wait=_Wait(policy), stop=_stop(policy, stop),
                              before_sleep=before_sleep, sleep=sleep, reraise=True)
-    result = await retrying(fn)
+    result = await retrying(attempt)
     if on_success is not None:
         on_success()
     return result

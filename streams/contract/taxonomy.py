@@ -1,22 +1,26 @@
 """Taxonomies: which classes a model predicts, and which manifest labels feed each class.
 
 A taxonomy is a YAML file (see streams/contract/taxonomies/): a name and an ordered list of classes, each listing
-the manifest labels it merges. Labels that no class lists are dropped. ``corpus`` is the taxonomy made
-from a corpus' own labels (one class per label, sorted), for institutions with their own vocabulary.
+the manifest labels it merges and the institution's department ids it stands for. Labels that no class
+lists are dropped. ``corpus`` is the taxonomy made from a corpus' own labels (one class per label,
+sorted), for institutions with their own vocabulary; its department ids come from the corpus rows.
+The department ids travel with the exported model (`streams.contract.model.Label`) into every decision.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from streams.contract.cli import UserError
+
 TAXONOMY_DIR = Path(__file__).with_name("taxonomies")
 CORPUS = "corpus"
 
 
-class TaxonomyError(ValueError):
+class TaxonomyError(UserError):
     """A taxonomy that cannot be found or parsed; the message is one line."""
 
 
@@ -25,6 +29,7 @@ class TaxonomyClass(BaseModel):
     name: str
     labels: list[str]
     department_ids: list[int] = []
+    display_name: str | None = None   # the institution's department list's name for it, where not `name`
 
 
 class Taxonomy(BaseModel):
@@ -59,16 +64,30 @@ def available() -> list[str]:
     return sorted(p.stem for p in TAXONOMY_DIR.glob("*.yaml")) + [CORPUS]
 
 
-def from_labels(labels: Iterable[str], name: str = CORPUS) -> Taxonomy:
-    """One class per distinct label, sorted by name."""
+def from_labels(labels: Iterable[str], name: str = CORPUS,
+                department_ids: Mapping[str, Iterable[int]] | None = None) -> Taxonomy:
+    """One class per distinct label, sorted by name; `department_ids`: label -> its ids, where known."""
+    ids = department_ids or {}
     return Taxonomy(name=name, description="labels straight from the corpus",
-                    classes=[TaxonomyClass(name=lb, labels=[lb]) for lb in sorted(set(labels))])
+                    classes=[TaxonomyClass(name=lb, labels=[lb], department_ids=sorted(ids.get(lb, ())))
+                             for lb in sorted(set(labels))])
 
 
-def load_taxonomy(name_or_path: str, corpus_labels: Iterable[str] = ()) -> Taxonomy:
-    """A built-in name (met-19, met-6), a YAML path, or ``corpus`` (needs the corpus' labels)."""
+def agreed_department_ids(rows: Iterable[tuple[str, int | None]]) -> dict[str, list[int]]:
+    """label -> [department id] from (label, department id) pairs, for the labels whose every row names
+    the same id; labels with a row without an id, or rows that disagree, get none."""
+    seen: dict[str, set[int | None]] = {}
+    for label, dept in rows:
+        seen.setdefault(label, set()).add(dept)
+    return {label: [next(iter(ids))] for label, ids in seen.items() if len(ids) == 1 and None not in ids}
+
+
+def load_taxonomy(name_or_path: str, corpus_labels: Iterable[str] = (),
+                  corpus_department_ids: Mapping[str, Iterable[int]] | None = None) -> Taxonomy:
+    """A built-in name (met-19, met-6), a YAML path, or ``corpus`` (needs the corpus' labels, and takes
+    their department ids: `agreed_department_ids`)."""
     if name_or_path == CORPUS:
-        tax = from_labels(corpus_labels)
+        tax = from_labels(corpus_labels, department_ids=corpus_department_ids)
         if not tax.classes:
             raise TaxonomyError("taxonomy corpus: the corpus has no labels")
         return tax

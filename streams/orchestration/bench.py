@@ -4,9 +4,11 @@
    web-large renditions) while no worker runs, then starts one worker and measures how fast it drains
    the backlog: pipeline images/s at saturation, and the mean Triton batch (from the worker's metrics).
 2. With the worker idle, uploads M more at half that rate: upload->decision latency p50/p99.
-3. Runs the same TorchScript model in-process at the same batch size and thread count, on the idle
-   stack before the pipeline phases and again after stopping it: raw model images/s (their mean). Writes JSON with the ratio pipeline/raw (target >= 0.85) and
-   mean batch / max batch (target >= 0.9 at saturation).
+3. Runs the same model file in-process with the same runtime (model.pt with torch for --triton-config
+   cpu, model.onnx with onnxruntime for cpu-onnx) at the same batch size and thread count, on the idle
+   stack before the pipeline phases and again after stopping it: raw model images/s (their mean). Writes
+   JSON with the ratio pipeline/raw (target >= 0.85) and mean batch / max batch (target >= 0.9 at
+   saturation).
 """
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ import asyncio
 import io
 import os
 import re
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -23,10 +24,13 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
+from streams.contract.cli import UserError
+from streams.contract.model import IMAGE
+from streams.contract.triton_config import CPU_VARIANTS, MODEL_FILES
 from streams.orchestration.harness import Upload, WorkerProcess, collect_outcomes, percentile, upload_all, wait_for
 from streams.worker.settings import Settings
 from streams.stack.processes import StackError, descendants, free_port, proc_stats
-from streams.stack.servers import check_model_repository
+from streams.stack.servers import DEFAULT_CPU_VARIANT, check_model_repository
 from streams.stack.stack import Stack, StackConfig
 
 
@@ -34,6 +38,7 @@ class BenchResult(BaseModel):
     images: int
     max_batch: int
     threads: int
+    triton_config: str
     model: str
     model_version: str
     input_shape: list[int]
@@ -56,6 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency-images", type=int, default=64, help="uploads for the latency phase (default 64)")
     p.add_argument("--max-batch", type=int, default=16, help="ARTROUTE_MAX_BATCH for the worker and the raw run")
     p.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    p.add_argument("--triton-config", choices=CPU_VARIANTS, default=DEFAULT_CPU_VARIANT,
+                   help="what Triton serves: cpu (model.pt, torch) or cpu-onnx (model.onnx, onnxruntime); "
+                        f"the raw timing runs the same (default: {DEFAULT_CPU_VARIANT})")
     p.add_argument("--out", type=Path, default=Path("runs/bench/streams.json"), help="JSON result file")
     p.add_argument("--run-dir", type=Path, default=Path("runs/bench/stack"))
 
@@ -80,28 +88,44 @@ def scrape_batches(metrics_url: str) -> tuple[float, float]:
     return total, count
 
 
-def raw_model_rate(model_pt: Path, shape: tuple[int, int, int], batch: int, images: int,
+def raw_model_rate(version_dir: Path, config: str, shape: tuple[int, int, int], batch: int, images: int,
                    repeats: int = 3) -> tuple[float, int]:
-    """Images/s of the TorchScript model in this process (median of `repeats` passes over `images`), run
-    channels_last as the CPU Triton model (trainer/triton_python_model.py) runs it."""
+    """Images/s of the version's model file in this process (median of `repeats` passes over `images`), run
+    as the CPU Triton model (trainer/triton_python_model.py) runs it: model.pt with torch, channels_last
+    (config cpu), or model.onnx with onnxruntime (config cpu-onnx), with torch's intra-op thread count."""
     import statistics
 
     import torch
 
-    model = torch.jit.load(str(model_pt), map_location="cpu").eval().to(memory_format=torch.channels_last)
-    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (batch, *shape), dtype=np.uint8))
-    x = x.contiguous(memory_format=torch.channels_last)
+    threads = torch.get_num_threads()
+    x = np.random.default_rng(0).integers(0, 256, (batch, *shape), dtype=np.uint8)
+    if config == "cpu-onnx":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the runner does
+        session = ort.InferenceSession(str(version_dir / MODEL_FILES[config]), options,
+                                       providers=["CPUExecutionProvider"])
+        run = lambda: session.run(None, {IMAGE.name: x})  # noqa: E731
+    else:
+        model = torch.jit.load(str(version_dir / MODEL_FILES[config]), map_location="cpu").eval()
+        model = model.to(memory_format=torch.channels_last)
+        xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+
+        def run():
+            with torch.inference_mode():
+                return model(xt)
     rates = []
-    with torch.inference_mode():
-        for _ in range(3):
-            model(x)
-        for _ in range(repeats):
-            n, t0 = 0, time.perf_counter()
-            while n < images:
-                model(x)
-                n += batch
-            rates.append(n / (time.perf_counter() - t0))
-    return statistics.median(rates), torch.get_num_threads()
+    for _ in range(3):
+        run()
+    for _ in range(repeats):
+        n, t0 = 0, time.perf_counter()
+        while n < images:
+            run()
+            n += batch
+        rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates), threads
 
 
 def cpu_seconds(pid: int) -> float:
@@ -147,19 +171,19 @@ async def _drain(settings: Settings, keys: list[str], timeout: float) -> tuple[f
     times = sorted(out.received_at[k] for k in keys if k in out.received_at)
     lost = sum(1 for k in keys if not out.settled(k))
     if len(times) < 2:
-        raise SystemExit(f"bench: error: only {len(times)} of {len(keys)} uploads were decided; see the worker log")
+        raise UserError(f"only {len(times)} of {len(keys)} uploads were decided; see the worker log")
     return times[0], times[-1], lost
 
 
 def main(args: argparse.Namespace) -> int:
     try:
-        models = check_model_repository(args.model_repository)
+        models = check_model_repository(args.model_repository, args.triton_config)
     except StackError as e:
-        print(f"bench: error: {e} (`make demo` exports a quick one)", file=sys.stderr)
-        return 2
-    model_pt = lambda version: args.model_repository / models[0] / version / "model.pt"  # noqa: E731
+        raise StackError(f"{e} (`make demo` exports a quick one)") from None
+    version_dir = lambda version: args.model_repository / models[0] / version  # noqa: E731
     run_dir = args.run_dir.resolve()
-    stack = Stack(StackConfig(run_dir=run_dir, model_repository=args.model_repository), Settings())
+    stack = Stack(StackConfig(run_dir=run_dir, model_repository=args.model_repository,
+                              triton_config=args.triton_config), Settings())
     metrics_port = free_port()
     raw_runs = []
     try:
@@ -171,14 +195,16 @@ def main(args: argparse.Namespace) -> int:
         async def info():
             m = TritonModel(settings.triton_url, models[0])
             try:
-                return await m.load_info()
+                return await m.served()
             finally:
                 await m.close()
         model_info = asyncio.run(info())
         version = max(model_info.versions, key=int)
+        raw = lambda: raw_model_rate(version_dir(version), args.triton_config, model_info.input_shape,  # noqa: E731
+                                     args.max_batch, max(args.images, 64))
         # The raw model is timed before and after the pipeline (idle stack) and averaged, so that drift in
         # the machine's speed during the run affects both sides of the ratio alike.
-        raw_runs.append(raw_model_rate(model_pt(version), model_info.input_shape, args.max_batch, max(args.images, 64)))
+        raw_runs.append(raw())
         backlog = [Upload(f"bench/backlog/{i:05d}.jpg", d) for i, d in enumerate(make_images(args.images))]
         print(f"uploading a backlog of {len(backlog)} images ...", flush=True)
         upload_all(settings, backlog)
@@ -205,17 +231,19 @@ def main(args: argparse.Namespace) -> int:
             lost += sum(1 for u in probe if not out.settled(u.key))
     finally:
         stack.stop()
-    raw_runs.append(raw_model_rate(model_pt(version), model_info.input_shape, args.max_batch, max(args.images, 64)))
-    raw, threads = sum(r for r, _ in raw_runs) / len(raw_runs), raw_runs[0][1]
+    raw_runs.append(raw())
+    raw_rate, threads = sum(r for r, _ in raw_runs) / len(raw_runs), raw_runs[0][1]
     result = BenchResult(
-        images=args.images, max_batch=args.max_batch, threads=threads, model=models[0], model_version=version,
+        images=args.images, max_batch=args.max_batch, threads=threads, triton_config=args.triton_config,
+        model=models[0], model_version=version,
         input_shape=list(model_info.input_shape), pipeline_images_per_s=round(rate, 2),
-        raw_model_images_per_s=round(raw, 2),
-        raw_model_runs=[round(r, 2) for r, _ in raw_runs], ratio=round(rate / raw, 3), mean_batch=round(mean_batch, 2),
+        raw_model_images_per_s=round(raw_rate, 2),
+        raw_model_runs=[round(r, 2) for r, _ in raw_runs], ratio=round(rate / raw_rate, 3),
+        mean_batch=round(mean_batch, 2),
         batch_fill=round(mean_batch / args.max_batch, 3), latency_images=len(latencies),
         latency_p50_s=percentile(latencies, 0.5, 4), latency_p99_s=percentile(latencies, 0.99, 4), lost=lost,
         cpu_ms_per_image=cpu_ms,
-        targets={"ratio>=0.85": rate / raw >= 0.85, "batch_fill>=0.9": mean_batch / args.max_batch >= 0.9})
+        targets={"ratio>=0.85": rate / raw_rate >= 0.85, "batch_fill>=0.9": mean_batch / args.max_batch >= 0.9})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(result.model_dump_json(indent=2))
     print(result.model_dump_json(indent=2))

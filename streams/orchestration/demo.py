@@ -3,26 +3,30 @@
 1. Makes sure a model is served: when the model repository is empty it builds a corpus from the MET
    Collection API (when reachable; otherwise, saying so loudly, from the offline fake of that API with
    generated sample images) and trains and exports a quick model with the trainer.
-2. Starts the stack (tansu, SeaweedFS, Triton) and a worker (`python -m streams worker`).
+2. Starts the stack (tansu, SeaweedFS, Triton), a worker (`python -m streams worker`) and the routing
+   ledger (`python -m streams ledger run --api`, on a fresh SQLite file in the run directory).
 3. Uploads artworks (held-out corpus images) plus a few bad files into the bucket, as a scanner would.
 4. Waits for every decision or dead letter, prints a table and a summary (throughput, p50/p99 latency,
-   per-department counts, review and dead-letter counts, lost), writes it as JSON, and stops everything.
+   per-department counts, review and dead-letter counts, lost), writes it as JSON, prints the ledger's
+   counts (decided, in review, dead letters) next to Kafka's (they must agree), and stops everything
+   (with --keep, not before Ctrl-C).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
-import sys
+import signal
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 from pydantic import BaseModel
 
-from streams.orchestration.harness import (Outcomes, Upload, WorkerProcess, collect_outcomes, percentile, upload_all,
-                             warm_up)
+from streams.orchestration.demo_ledger import LedgerCheck, check_ledger, ledger_env, print_check
+from streams.orchestration.harness import (LedgerProcess, Outcomes, Upload, WorkerProcess, collect_outcomes, percentile,
+                                           upload_all, warm_up)
 from streams.worker.settings import Settings
 from streams.stack.processes import StackError
 from streams.stack.servers import check_model_repository
@@ -52,6 +56,8 @@ class DemoSummary(BaseModel):
     model: dict
     corpus_source: str
     worker_ready_s: float | None = None
+    ledger: dict[str, int] = {}
+    ledger_agrees: bool | None = None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -62,6 +68,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="work and summary directory")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for every decision")
     p.add_argument("--offline", action="store_true", help="do not try the MET API; use the offline fake")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the stack, worker and ledger running after the summary, until Ctrl-C")
 
 
 def met_api_reachable(timeout: float = 5.0) -> bool:
@@ -191,13 +199,10 @@ def print_table(uploads: list[Upload], out: Outcomes, truth: dict[str, str]) -> 
 
 def main(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
-    try:
-        corpus, source = ensure_model(args.model_repository, args.out, args.offline)
-    except Exception as e:  # noqa: BLE001
-        print(f"demo: error: could not prepare a model: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+    corpus, source = ensure_model(args.model_repository, args.out, args.offline)
     run_dir = (args.out / "stack").resolve()
     stack = Stack(StackConfig(run_dir=run_dir, model_repository=args.model_repository), Settings())
+    summary = None
     try:
         print("starting the embedded stack (tansu, SeaweedFS, Triton) ...", flush=True)
         stack.start()
@@ -205,7 +210,9 @@ def main(args: argparse.Namespace) -> int:
         settings = stack.settings_for_clients()
         env = {"ARTROUTE_STACK_FILE": str(endpoints), "ARTROUTE_KAFKA_SESSION_TIMEOUT_S": "4",
                "ARTROUTE_LOG_JSON": "true"}
-        with WorkerProcess(env, log_path=run_dir / "logs" / "worker.log"):
+        lenv = {**env, **ledger_env(run_dir, settings)}
+        with WorkerProcess(env, log_path=run_dir / "logs" / "worker.log"), \
+                LedgerProcess(lenv, log_path=run_dir / "logs" / "ledger.log"):
             ready_s = warm_up(settings)
             print(f"worker ready: first decision {ready_s:.1f}s after start", flush=True)
             uploads, truth = demo_uploads(corpus, args.images)
@@ -213,16 +220,36 @@ def main(args: argparse.Namespace) -> int:
                   f"to s3://{settings.bucket}/incoming/ at {args.rate:g}/s ...", flush=True)
             upload_all(settings, uploads, rate=args.rate)
             out = asyncio.run(collect_outcomes(settings, [u.key for u in uploads], timeout=args.timeout, stall=60))
-    except StackError as e:
-        print(f"demo: error: {e}", file=sys.stderr)
-        return 2
+            check = check_ledger(settings, lenv, out, uploads)
+            summary = report(args, uploads, out, truth, source, ready_s, check, run_dir)
+            if args.keep:
+                keep_running(check)
     finally:
-        print("stopping the worker and the stack ...", flush=True)
+        print("stopping the worker, the ledger and the stack ...", flush=True)
         stack.stop()
+    return 0 if summary.lost == 0 and summary.ledger_agrees else 1
+
+
+def report(args, uploads: list[Upload], out: Outcomes, truth: dict[str, str], source: str, ready_s: float,
+           check: LedgerCheck, run_dir: Path) -> DemoSummary:
     print_table(uploads, out, truth)
     summary = summarize(uploads, out, truth, args.images, source)
     summary.worker_ready_s = round(ready_s, 2)
+    summary.ledger, summary.ledger_agrees = check.ledger, check.agrees
     (args.out / "summary.json").write_text(summary.model_dump_json(indent=2))
     print("\n" + summary.model_dump_json(indent=2))
-    print(f"\nsummary written to {args.out / 'summary.json'}; worker log {run_dir / 'logs' / 'worker.log'}")
-    return 0 if summary.lost == 0 else 1
+    print_check(check)
+    print(f"\nsummary written to {args.out / 'summary.json'}; logs in {run_dir / 'logs'}", flush=True)
+    return summary
+
+
+def keep_running(check: LedgerCheck) -> None:
+    """Until Ctrl-C or SIGTERM (both handled here: a shell's background job ignores SIGINT, and an
+    unhandled SIGTERM would leave the worker and ledger processes behind)."""
+    print(f"\n--keep: the stack, the worker and the ledger keep running; ledger API {check.api} "
+          f"(python -m streams ledger stats, ARTROUTE_LEDGER_URL={check.database}). Ctrl-C stops them.", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass

@@ -64,11 +64,12 @@ class Outcomes:
 
 
 async def collect_outcomes(settings: Settings, keys: Iterable[str], timeout: float = 120.0,
-                           linger: float = 1.0, stall: float | None = None) -> Outcomes:
-    """Read the decision, review and dead-letter topics from the beginning until every key has an outcome
-    (or timeout), then `linger` seconds more to catch duplicates. Only the given keys are kept. With
-    `stall`, give up early once no new outcome for a wanted key arrived for that many seconds."""
+                           linger: float = 1.0, stall: float | None = None, at_least: int | None = None) -> Outcomes:
+    """Read the decision, review and dead-letter topics from the beginning until every key (or `at_least`
+    of them) has an outcome (or timeout), then `linger` seconds more to catch duplicates. Only the given keys
+    are kept. With `stall`, give up early once no new outcome for a wanted key arrived for that many seconds."""
     wanted = set(keys)
+    enough = len(wanted) if at_least is None else min(at_least, len(wanted))
     topics = {settings.decisions_topic: "decisions", settings.review_topic: "review",
               settings.deadletter_topic: "dead_letters"}
     out = Outcomes()
@@ -95,7 +96,7 @@ async def collect_outcomes(settings: Settings, keys: Iterable[str], timeout: flo
                     progress_at = time.monotonic()
                     if topics[tp.topic] != "review":
                         out.received_at.setdefault(key, m.timestamp / 1000.0)
-            if done_at is None and all(out.settled(k) for k in wanted):
+            if done_at is None and sum(out.settled(k) for k in wanted) >= enough:
                 done_at = time.monotonic()
     finally:
         await consumer.stop()
@@ -104,6 +105,7 @@ async def collect_outcomes(settings: Settings, keys: Iterable[str], timeout: flo
 
 class WorkerProcess:
     """`python -m streams worker` as a subprocess, pointed at the stack's endpoints file."""
+    ARGS: tuple[str, ...] = ("worker",)
 
     def __init__(self, env: dict[str, str] | None = None, log_path: Path | None = None):
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
@@ -113,7 +115,7 @@ class WorkerProcess:
 
     def start(self) -> "WorkerProcess":
         out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=self.env, stdout=out,
+        self.proc = subprocess.Popen([sys.executable, "-m", "streams", *self.ARGS], env=self.env, stdout=out,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         return self
 
@@ -137,6 +139,11 @@ class WorkerProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class LedgerProcess(WorkerProcess):
+    """`python -m streams ledger run --api` (ingest, verdict outbox, HTTP API) as a subprocess."""
+    ARGS = ("ledger", "run", "--api")
 
 
 def percentile(values: list[float], q: float, digits: int = 3) -> float | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import sys
 import time
 
 from streams.worker.settings import endpoints_file
@@ -22,11 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     path = endpoints_file()
-    try:
-        pid = read_endpoints(path).pid
-    except StackError as e:
-        print(f"stack: error: {e}", file=sys.stderr)
-        return 2
+    pid = read_endpoints(path).pid
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -41,5 +36,4 @@ def main(args: argparse.Namespace) -> int:
             print(f"stack (pid {pid}) stopped")
             return 0
         time.sleep(0.2)
-    print(f"stack: error: pid {pid} still running after {args.timeout:.0f}s", file=sys.stderr)
-    return 1
+    raise StackError(f"pid {pid} still running after {args.timeout:.0f}s")

@@ -4,7 +4,7 @@ Waits until every server is really ready (Kafka metadata, the S3 bucket, each Tr
 endpoints and writes them to the endpoints file (default .artroute/stack/endpoints.json, or
 $ARTROUTE_STACK_FILE) that the other commands read. Runs until Ctrl-C or SIGTERM, then stops every server.
 With --detach it returns once the stack is ready; `python -m streams stack down` stops it.
-Logs: <run-dir>/logs/{tansu,seaweedfs,triton}.log.
+Logs: <run-dir>/logs/{tansu,seaweedfs,triton}.log (and broker-s3.log with --durable).
 """
 from __future__ import annotations
 
@@ -18,7 +18,12 @@ import time
 from pathlib import Path
 
 from streams.worker.settings import endpoints_file
+from pydantic import ValidationError
+
+from streams.contract.cli import invalid_option
+from streams.contract.triton_config import CPU_VARIANTS
 from streams.stack.processes import StackError
+from streams.stack.servers import DEFAULT_CPU_VARIANT
 from streams.stack.stack import Stack, StackConfig, read_endpoints
 
 
@@ -30,7 +35,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--s3-port", type=int, help="S3 port; port+10000 must be free too (default: a free one)")
     p.add_argument("--triton-grpc-port", type=int, help="Triton gRPC port (default: a free one)")
     p.add_argument("--triton-http-port", type=int, help="Triton HTTP port (default: a free one)")
+    p.add_argument("--triton-config", choices=CPU_VARIANTS, help="Triton's CPU config: cpu-onnx (model.onnx, "
+                   f"onnxruntime) or cpu (model.pt, torch) (default: {DEFAULT_CPU_VARIANT}, or "
+                   "$ARTROUTE_STACK_TRITON_CONFIG)")
     p.add_argument("--no-triton", action="store_true", help="start only Kafka and S3")
+    p.add_argument("--durable", action="store_true",
+                   help="keep the broker's data on an S3 store of its own (a second SeaweedFS) and the objects "
+                        "across restarts: a broker or stack restart loses nothing")
     p.add_argument("--detach", action="store_true", help="return once ready; stop later with `stack down`")
 
 
@@ -38,10 +49,15 @@ def config_from_args(args: argparse.Namespace) -> StackConfig:
     overrides = {k: v for k, v in {
         "model_repository": args.model_repository, "run_dir": args.run_dir, "kafka_port": args.kafka_port,
         "s3_port": args.s3_port, "triton_grpc_port": args.triton_grpc_port,
-        "triton_http_port": args.triton_http_port}.items() if v is not None}
+        "triton_http_port": args.triton_http_port, "triton_config": args.triton_config}.items() if v is not None}
     if args.no_triton:
         overrides["with_triton"] = False
-    return StackConfig(**overrides)
+    if args.durable:
+        overrides["durable"] = True
+    try:
+        return StackConfig(**overrides)
+    except ValidationError as e:
+        raise invalid_option(e) from None
 
 
 def print_endpoints(path: Path) -> None:
@@ -55,14 +71,8 @@ def print_endpoints(path: Path) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        config = config_from_args(args)
-        if args.detach:
-            return _detach(args, config)
-        return _run(config)
-    except StackError as e:
-        print(f"stack: error: {e}", file=sys.stderr)
-        return 2
+    config = config_from_args(args)
+    return _detach(args, config) if args.detach else _run(config)
 
 
 def _run(config: StackConfig) -> int:
@@ -84,7 +94,7 @@ def _run(config: StackConfig) -> int:
         print_endpoints(path)
         print("stack is up; Ctrl-C stops it", flush=True)
         while not stop.wait(1.0):
-            for server in (stack.kafka, stack.s3, stack.triton):
+            for server in (stack.broker_s3, stack.kafka, stack.s3, stack.triton):
                 if server is not None and server.process.exited():
                     raise StackError(f"{server.process.name} exited unexpectedly: {server.process.last_log_line()}")
     finally:
@@ -109,7 +119,7 @@ def _detach(args: argparse.Namespace, config: StackConfig) -> int:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-            raise StackError(lines[-1].removeprefix("stack: error: ") if lines else f"stack exited ({proc.returncode})")
+            raise StackError(lines[-1].split(": error: ", 1)[-1] if lines else f"stack exited ({proc.returncode})")
         if path.is_file() and read_endpoints(path).pid == proc.pid:
             print_endpoints(path)
             print(f"stack is up in the background (pid {proc.pid}); stop it with `python -m streams stack down`")

@@ -10,10 +10,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from streams.contract.cli import UserError
+
 PR_SET_PDEATHSIG = 1
 
 
-class StackError(RuntimeError):
+class StackError(UserError):
     """A configuration or start-up problem, reported to the user as one line."""
 
 
@@ -24,6 +26,19 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         pass
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Write `text` to `path` readable by its owner only (0600, also while it is written): secrets inside."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600)  # whatever the umask
+    tmp.replace(path)
+    return path
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -115,6 +130,19 @@ class ManagedProcess:
         except OSError:
             return "(no log)"
         return lines[-1][:300] if lines else "(empty log)"
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once (a crash), and wait until it is gone."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _group_alive(self.proc.pid):
+            time.sleep(0.05)
+        self.proc.poll()
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM the whole process group, then SIGKILL whatever is left after timeout."""

@@ -13,7 +13,13 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from streams.stack.processes import ManagedProcess, StackError, wait_until
+from streams.contract.triton_config import CONTRACT_FILE, CPU_VARIANTS, MODEL_FILES, RUNNER_FILE, VARIANT_FILES
+from streams.stack.processes import ManagedProcess, StackError, wait_until, write_private
+
+DEFAULT_CPU_VARIANT = "cpu-onnx"
+"""What the embedded stack serves unless ARTROUTE_STACK_TRITON_CONFIG says otherwise: model.onnx with
+onnxruntime, which took 16-18 ms of Triton CPU per EfficientNet-Lite0 image where model.pt with torch took
+42-43 ms (docs/benchmarks.md, "ONNX or TorchScript on the CPU stack")."""
 
 
 def _package_dir(name: str) -> Path | None:
@@ -43,12 +49,14 @@ def _http_ok(url: str) -> bool:
 class KafkaServer:
     """tansu broker, memory storage by default."""
 
-    def __init__(self, run_dir: Path, port: int, storage: str = "memory://tansu/"):
+    def __init__(self, run_dir: Path, port: int, storage: str = "memory://tansu/", env: dict[str, str] | None = None):
+        """storage: memory://tansu/ (lost at exit) or s3://bucket/ with the store named in env (durable)."""
         self.port = port
         url = f"tcp://127.0.0.1:{port}"
         self.process = ManagedProcess("kafka (tansu)", [
             str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-            "--storage-engine", storage], run_dir / "logs" / "tansu.log", cwd=run_dir)
+            "--storage-engine", storage], run_dir / "logs" / "tansu.log", cwd=run_dir,
+            env=dict(os.environ, **env) if env else None)
 
     @property
     def bootstrap(self) -> str:
@@ -56,8 +64,11 @@ class KafkaServer:
 
     def start(self, timeout: float, topics: dict[str, int]) -> None:
         self.process.start()
-        wait_until(lambda: asyncio.run(_kafka_metadata(self.bootstrap)), timeout, "kafka (tansu)", self.process)
+        self.wait_ready(timeout)
         asyncio.run(create_topics(self.bootstrap, topics))
+
+    def wait_ready(self, timeout: float) -> None:
+        wait_until(lambda: asyncio.run(_kafka_metadata(self.bootstrap)), timeout, "kafka (tansu)", self.process)
 
 
 async def _kafka_metadata(bootstrap: str) -> bool:
@@ -100,33 +111,40 @@ class S3Server:
     was chosen with its +10000 twin free.
     """
 
-    def __init__(self, run_dir: Path, ports: dict[str, int], kafka_bootstrap: str, topic: str,
-                 access_key: str, secret_key: str, bucket: str):
+    def __init__(self, run_dir: Path, ports: dict[str, int], kafka_bootstrap: str | None, topic: str | None,
+                 access_key: str, secret_key: str, bucket: str, name: str = "seaweedfs"):
+        """With kafka_bootstrap None: no bucket notifications (the durable broker's own store)."""
         self.ports, self.access_key, self.secret_key, self.bucket = ports, access_key, secret_key, bucket
-        work = run_dir / "seaweedfs"
+        work = run_dir / name
         (work / "data").mkdir(parents=True, exist_ok=True)
-        (work / "notification.toml").write_text(
-            "[notification.kafka]\nenabled = true\n"
-            f'hosts = ["{kafka_bootstrap}"]\ntopic = "{topic}"\n'
-            'offsetFile = "./kafka.offset"\noffsetSaveIntervalSeconds = 10\n')
-        (work / "s3.json").write_text(json.dumps({"identities": [{
+        if kafka_bootstrap:
+            (work / "notification.toml").write_text(
+                "[notification.kafka]\nenabled = true\n"
+                f'hosts = ["{kafka_bootstrap}"]\ntopic = "{topic}"\n'
+                'offsetFile = "./kafka.offset"\noffsetSaveIntervalSeconds = 10\n')
+        write_private(work / "s3.json", json.dumps({"identities": [{  # the secret: owner-only
             "name": access_key, "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-        self.process = ManagedProcess("s3 (seaweedfs)", [
+        self.process = ManagedProcess(f"s3 ({name})", [
             str(weed_binary()), "mini", f"-dir={work / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
             f"-filer.port={ports['filer']}", f"-s3.port={ports['s3']}", f"-admin.port={ports['admin']}",
             f"-s3.port.iceberg={ports['iceberg']}", f"-s3.port.lance={ports['lance']}",
             "-webdav=false", "-admin.ui=false", f"-s3.config={work / 's3.json'}", f"-bucket={bucket}",
-        ], run_dir / "logs" / "seaweedfs.log", cwd=work)
+        ], run_dir / "logs" / f"{name}.log", cwd=work)
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.ports['s3']}"
 
+    def client_env(self) -> dict[str, str]:
+        """The environment an AWS-SDK client (tansu's object_store) needs to use this store."""
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                "AWS_ENDPOINT": f"http://{self.endpoint}", "AWS_ALLOW_HTTP": "true", "AWS_DEFAULT_REGION": "us-east-1"}
+
     def start(self, timeout: float) -> None:
         self.process.start()
-        wait_until(self._bucket_ready, timeout, "s3 (seaweedfs)", self.process, interval=0.5)
+        wait_until(self._bucket_ready, timeout, self.process.name, self.process, interval=0.5)
 
     def _bucket_ready(self) -> bool:
         from minio import Minio
@@ -139,7 +157,8 @@ class S3Server:
 
 
 class TritonServer:
-    """tritonserver from nvidia-pytriton, python backend, serving the repository's `configs/cpu.pbtxt`.
+    """tritonserver from nvidia-pytriton, python backend, serving the repository's `configs/<config>.pbtxt`
+    (`cpu`: model.pt with torch, `cpu-onnx`: model.onnx with onnxruntime; streams.contract.triton_config).
 
     Quirks handled: the python backend stub is *symlinked* into a private backend directory (a copy loses
     its library path); the venv's bin goes first on PATH so the stub's Python finds torch; readiness is
@@ -147,9 +166,10 @@ class TritonServer:
     prefix so they can be removed if the server is ever killed hard.
     """
 
-    def __init__(self, run_dir: Path, model_repository: Path, http_port: int, grpc_port: int, metrics_port: int):
+    def __init__(self, run_dir: Path, model_repository: Path, http_port: int, grpc_port: int, metrics_port: int,
+                 config: str = DEFAULT_CPU_VARIANT):
         self.repository = model_repository.resolve()
-        self.models = check_model_repository(self.repository)
+        self.models = check_model_repository(self.repository, config)
         self.http_port, self.grpc_port = http_port, grpc_port
         self.shm_prefix = f"artroute_{os.getpid()}_{grpc_port}_"
         home = triton_home()
@@ -161,7 +181,7 @@ class TritonServer:
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.process = ManagedProcess("triton", [
             str(home / "bin" / "tritonserver"), f"--model-repository={self.repository}",
-            f"--backend-directory={backends}", "--model-config-name=cpu", "--strict-readiness=false",
+            f"--backend-directory={backends}", f"--model-config-name={config}", "--strict-readiness=false",
             "--model-control-mode=explicit", "--load-model=*",
             "--http-address=127.0.0.1", f"--http-port={http_port}",
             "--grpc-address=127.0.0.1", f"--grpc-port={grpc_port}",
@@ -193,20 +213,24 @@ class TritonServer:
         return removed
 
 
-def check_model_repository(repository: Path) -> list[str]:
-    """Names of the servable models; a StackError naming the problem if there are none."""
+def check_model_repository(repository: Path, config: str = DEFAULT_CPU_VARIANT) -> list[str]:
+    """Names of the models servable with `configs/<config>.pbtxt`; a StackError naming the problem if none."""
+    if config not in CPU_VARIANTS:
+        raise StackError(f"triton config {config!r}: the embedded stack serves {' or '.join(CPU_VARIANTS)}")
+    model_file = MODEL_FILES[config]
     if not repository.is_dir():
         raise StackError(f"model repository {repository} does not exist "
                          "(train and export one: `python -m trainer export --run runs/NAME`)")
     models, problems = [], []
     for d in sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith(".")):
         versions = [v for v in d.iterdir() if v.is_dir() and v.name.isdigit()]
-        if not (d / "configs" / "cpu.pbtxt").is_file():
-            problems.append(f"{d.name}: no configs/cpu.pbtxt")
+        if not (d / VARIANT_FILES[config]).is_file():
+            problems.append(f"{d.name}: no {VARIANT_FILES[config]}")
         elif not versions:
             problems.append(f"{d.name}: no numbered version directory")
-        elif not any((v / "model.py").is_file() and (v / "model.pt").is_file() for v in versions):
-            problems.append(f"{d.name}: no version holds model.py and model.pt")
+        elif not any(all((v / f).is_file() for f in (RUNNER_FILE, model_file, CONTRACT_FILE)) for v in versions):
+            problems.append(f"{d.name}: no version holds {RUNNER_FILE}, {model_file} and {CONTRACT_FILE} "
+                            "(exported before the model contract? export it again)")
         else:
             models.append(d.name)
     if not models:

@@ -17,11 +17,13 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.worker.settings import DEFAULT_STATE_DIR, Settings, endpoints_file
-from streams.stack.processes import StackError, free_port, require_free
-from streams.stack.servers import KafkaServer, S3Server, TritonServer
+from streams.contract.triton_config import CpuVariant
+from streams.stack.processes import StackError, free_port, require_free, write_private
+from streams.stack.servers import DEFAULT_CPU_VARIANT, KafkaServer, S3Server, TritonServer
 
 SEAWEED_GRPC_OFFSET = 10000
 SEAWEED_COMPONENTS = ("master", "volume", "filer", "s3", "admin", "iceberg", "lance")
+BROKER_BUCKET = "tansu"
 
 
 class StackConfig(BaseSettings):
@@ -30,11 +32,17 @@ class StackConfig(BaseSettings):
 
     run_dir: Path = Field(DEFAULT_STATE_DIR / "stack", description="Logs, data and the endpoints file.")
     model_repository: Path = Field(Path("model_repository"), description="Triton model repository to serve.")
+    triton_config: CpuVariant = Field(
+        DEFAULT_CPU_VARIANT, description="Which CPU config Triton serves: `cpu-onnx` runs model.onnx with "
+                                         "onnxruntime, `cpu` model.pt with torch (both in the python backend).")
     kafka_port: int = Field(0, ge=0, le=65535, description="tansu listener port.")
     s3_port: int = Field(0, ge=0, le=65535, description="SeaweedFS S3 gateway port (+10000 is its gRPC port).")
     triton_grpc_port: int = Field(0, ge=0, le=65535, description="Triton gRPC port.")
     triton_http_port: int = Field(0, ge=0, le=65535, description="Triton HTTP port (health, metrics API).")
-    kafka_storage: str = Field("memory://tansu/", description="tansu storage engine URL.")
+    kafka_storage: str = Field("memory://tansu/", description="tansu storage engine URL (ignored when durable).")
+    durable: bool = Field(False, description="Keep the broker's data on an S3 store of its own (a second SeaweedFS, "
+                          "no notifications) and the objects across restarts: nothing is lost when the broker "
+                          "or the stack restarts.")
     startup_timeout_s: float = Field(120.0, gt=0, description="Per-server start-up timeout.")
     with_triton: bool = Field(True, description="Start Triton (off for tests that need only Kafka and S3).")
     keep_s3_data: bool = Field(False, description="Keep SeaweedFS data from a previous run. Off by default: the "
@@ -65,6 +73,7 @@ class Stack:
         self.settings = settings or Settings()
         self.run_dir = self.config.run_dir.resolve()
         self.kafka: KafkaServer | None = None
+        self.broker_s3: S3Server | None = None
         self.s3: S3Server | None = None
         self.triton: TritonServer | None = None
         self.endpoints: StackEndpoints | None = None
@@ -89,21 +98,30 @@ class Stack:
         for comp in SEAWEED_COMPONENTS:
             if comp != "s3":
                 ports[f"seaweed_{comp}"] = free_port(SEAWEED_GRPC_OFFSET, taken)
+            if c.durable:
+                ports[f"broker_{comp}"] = free_port(SEAWEED_GRPC_OFFSET, taken)
         return ports
 
     def start(self) -> StackEndpoints:
         s, c = self.settings, self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if not c.keep_s3_data:
+        if not (c.keep_s3_data or c.durable):
             # A re-upload of an object SeaweedFS still holds is an update without a content change, which the
             # intake parser rightly ignores: with a fresh broker, start the store fresh too.
             shutil.rmtree(self.run_dir / "seaweedfs", ignore_errors=True)
         ports = self._ports()
         # Check the repository before starting anything: a bad one is a one-line error, not a hang.
         triton = TritonServer(self.run_dir, c.model_repository, ports["triton_http"], ports["triton_grpc"],
-                              ports["triton_metrics"]) if c.with_triton else None
+                              ports["triton_metrics"], c.triton_config) if c.with_triton else None
         try:
-            self.kafka = KafkaServer(self.run_dir, ports["kafka"], c.kafka_storage)
+            storage, env = c.kafka_storage, None
+            if c.durable:  # the broker's own store first: the main store needs the broker up before it starts
+                self.broker_s3 = S3Server(self.run_dir, {comp: ports[f"broker_{comp}"] for comp in SEAWEED_COMPONENTS},
+                                          None, None, s.s3_access_key, s.s3_secret_key.get_secret_value(),
+                                          BROKER_BUCKET, name="broker-s3")
+                self.broker_s3.start(c.startup_timeout_s)
+                storage, env = f"s3://{BROKER_BUCKET}/", self.broker_s3.client_env()
+            self.kafka = KafkaServer(self.run_dir, ports["kafka"], storage, env)
             topics = {t: s.topic_partitions for t in (s.intake_topic, s.decisions_topic, s.review_topic,
                                                       s.deadletter_topic)}
             self.kafka.start(c.startup_timeout_s, topics)
@@ -128,12 +146,8 @@ class Stack:
         return self.endpoints
 
     def write_endpoints(self, path: Path | None = None) -> Path:
-        path = path or endpoints_file()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(self.endpoints.model_dump_json(indent=2))
-        tmp.replace(path)
-        return path
+        """The endpoints file (it holds the S3 secret: owner-only, 0600)."""
+        return write_private(path or endpoints_file(), self.endpoints.model_dump_json(indent=2))
 
     def settings_for_clients(self) -> Settings:
         """Settings pointing at this stack (what a worker or test client should use)."""
@@ -142,9 +156,26 @@ class Stack:
             "kafka_brokers": e.kafka_brokers, "s3_endpoint": e.s3_endpoint, "s3_secure": False,
             "triton_url": e.triton_url or self.settings.triton_url})
 
+    def restart(self, server: str, down_s: float = 0.0) -> float:
+        """Kill one server ("kafka", "s3" or "triton") with SIGKILL, wait `down_s`, start it again on the same
+        ports and data, and wait until it is ready; returns the seconds it was away."""
+        target = {"kafka": self.kafka, "s3": self.s3, "triton": self.triton}[server]
+        t0 = time.monotonic()
+        target.process.kill()
+        time.sleep(down_s)
+        if server == "kafka":
+            target.process.start()
+            target.wait_ready(self.config.startup_timeout_s)
+        elif server == "triton":
+            target.remove_leftover_shm()
+            target.start(self.config.startup_timeout_s)
+        else:
+            target.start(self.config.startup_timeout_s)
+        return time.monotonic() - t0
+
     def stop(self) -> None:
         """Stop in reverse order; safe to call twice and after a failed start."""
-        for server in (self.triton, self.s3, self.kafka):
+        for server in (self.triton, self.s3, self.kafka, self.broker_s3):
             if server is not None:
                 server.process.stop()
         if self.triton is not None:

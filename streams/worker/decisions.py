@@ -8,59 +8,22 @@ downstream. Both models carry `schema_version`; their JSON Schemas are committed
 """
 from __future__ import annotations
 
-import base64
 import json
-import math
-import re
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from streams.contract.curation import ModelRef
+from streams.contract.model import Label
+from streams.worker.deadletters import DeadLetter  # noqa: F401 - moved to deadletters.py; importable from here
 from streams.worker.events import IntakeEvent, Source
 
 DECISION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:artroute:routing-decision")
 ReviewReason = Literal["low_confidence", "small_margin"]
-
-# MET department ids by display name, with the other names the same department goes by (object records,
-# the public website). The /departments endpoint lists ids 1, 3-19 and 21.
-MET_DEPARTMENTS: dict[int, tuple[str, ...]] = {
-    1: ("The American Wing", "American Decorative Arts"),
-    3: ("Ancient Near Eastern Art", "Ancient West Asian Art"),
-    4: ("Arms and Armor",),
-    5: ("Arts of Africa, Oceania, and the Americas",),
-    6: ("Asian Art",),
-    7: ("The Cloisters",),
-    8: ("The Costume Institute",),
-    9: ("Drawings and Prints",),
-    10: ("Egyptian Art",),
-    11: ("European Paintings",),
-    12: ("European Sculpture and Decorative Arts",),
-    13: ("Greek and Roman Art",),
-    14: ("Islamic Art",),
-    15: ("The Robert Lehman Collection",),
-    16: ("The Libraries",),
-    17: ("Medieval Art",),
-    18: ("Musical Instruments",),
-    19: ("Photographs",),
-    21: ("Modern and Contemporary Art", "Modern Art"),
-}
-
-
-def _normalise(name: str) -> str:
-    """Case, punctuation, '_'/'-' and a leading "the" do not matter: "the_costume-institute" matches."""
-    words = re.sub(r"[^0-9a-z]+", " ", name.casefold()).split()
-    return " ".join(words[1:] if words[:1] == ["the"] else words)
-
-
-_MET_IDS = {_normalise(name): dept_id for dept_id, names in MET_DEPARTMENTS.items() for name in names}
-
-
-def met_department_id(label: str) -> int | None:
-    """The MET department id a label names, or None (another taxonomy: the label is the department)."""
-    return _MET_IDS.get(_normalise(label))
 
 
 def decision_id(bucket: str, key: str, etag: str, model_name: str, model_version: str) -> str:
@@ -78,11 +41,6 @@ class ScoredLabel(BaseModel):
     score: float = Field(ge=0, le=1)
 
 
-class ModelRef(BaseModel):
-    name: str
-    version: str
-
-
 class RoutingDecision(BaseModel):
     """Where one uploaded artwork photo goes. Published keyed by `key`; `needs_review` ones also go to review."""
     model_config = ConfigDict(frozen=True, title="RoutingDecision")
@@ -94,7 +52,9 @@ class RoutingDecision(BaseModel):
     etag: str
     version_id: str | None = None
     source: Source
-    department_id: int | None = Field(description="MET department id when the label is a MET department.")
+    department_id: int | None = Field(description="The department id the label stands for, from the answering "
+                                                  "model version's contract (its taxonomy, or its corpus' rows); "
+                                                  "null when none is known or the label merges several.")
     department: str = Field(description="The top-1 label: the department the photo is routed to.")
     confidence: float = Field(ge=0, le=1, description="Top-1 probability.")
     margin: float = Field(ge=0, le=1, description="Top-1 minus top-2 probability.")
@@ -104,11 +64,18 @@ class RoutingDecision(BaseModel):
     decided_at: AwareDatetime
     needs_review: bool
     review_reason: ReviewReason | None = None
+    event_etag: str | None = Field(None, description="The eTag the event named, when the store held other content "
+                                                     "(a newer upload): `etag` is what was fetched and decided.")
+    uploaded_key: str | None = Field(None, description="The key as the event named it, when the store holds the "
+                                                       "object under the normalised `key` (e.g. '//' collapsed).")
 
 
-def decide(event: IntakeEvent, probs: np.ndarray, labels: list[str], model_name: str, model_version: str,
+def decide(event: IntakeEvent, probs: np.ndarray, labels: Sequence[Label], model_name: str, model_version: str,
            min_confidence: float, min_margin: float, now: datetime) -> RoutingDecision:
     """One event + the model's class probabilities (C,) -> its routing decision.
+
+    `labels` are the answering version's (its `ModelContract.labels`, in output order): the department and
+    its id come from them, never from a table here.
 
     Review rule: top-1 below `min_confidence` -> "low_confidence"; otherwise top-1 minus top-2 below
     `min_margin` -> "small_margin". Ties rank the lower class index first. Raises ValueError when
@@ -128,71 +95,15 @@ def decide(event: IntakeEvent, probs: np.ndarray, labels: list[str], model_name:
         reason = "low_confidence"
     elif margin < min_margin:
         reason = "small_margin"
-    department = labels[order[0]]
+    top = labels[order[0]]
     return RoutingDecision(
         decision_id=decision_id(event.bucket, event.key, event.etag, model_name, model_version),
         bucket=event.bucket, key=event.key, etag=event.etag, version_id=event.version_id, source=event.source,
-        department_id=met_department_id(department), department=department,
+        department_id=top.department_id, department=top.name,
         confidence=confidence, margin=max(0.0, margin),
-        top3=[ScoredLabel(label=labels[i], score=float(p[i])) for i in order[:3]],
+        top3=[ScoredLabel(label=labels[i].name, score=float(p[i])) for i in order[:3]],
         model=ModelRef(name=model_name, version=model_version),
         event_time=event.event_time, decided_at=now, needs_review=reason is not None, review_reason=reason)
-
-
-class DeadLetter(BaseModel):
-    """An intake message (or one of its events) that could not be decided, with the original bytes."""
-    model_config = ConfigDict(frozen=True, title="DeadLetter")
-
-    schema_version: Literal[1] = 1
-    error_kind: str = Field(description='Stable error class, e.g. "invalid_record", "bad_protobuf", '
-                                        '"not_found", "too_large", "corrupt", "bomb", "inference".')
-    message: str
-    stage: Literal["parse", "fetch", "decode", "infer", "decide"]
-    original_b64: str = Field(description="The original intake message value, base64.")
-    original_json: Any = Field(None, description="The original value parsed as JSON, when it is JSON.")
-    original_key: str | None = Field(None, description="The original Kafka message key (UTF-8, replaced).")
-    bucket: str | None = None
-    key: str | None = None
-    etag: str | None = None
-    source_topic: str | None = None
-    source_partition: int | None = None
-    source_offset: int | None = None
-    failed_at: AwareDatetime
-
-    @classmethod
-    def from_message(cls, value: bytes, *, error_kind: str, message: str, stage: str, failed_at: datetime,
-                     key: bytes | None = None, event: IntakeEvent | None = None, topic: str | None = None,
-                     partition: int | None = None, offset: int | None = None) -> DeadLetter:
-        """Build from the raw intake message; `event` (when one was parsed) names the object."""
-        return cls(error_kind=error_kind, message=message, stage=stage, failed_at=failed_at,
-                   original_b64=base64.b64encode(value).decode("ascii"), original_json=_json_or_none(value),
-                   original_key=key.decode("utf-8", "replace") if key is not None else None,
-                   bucket=event.bucket if event else None, key=event.key if event else None,
-                   etag=event.etag if event else None,
-                   source_topic=topic, source_partition=partition, source_offset=offset)
-
-    def original_bytes(self) -> bytes:
-        """The message value exactly as it arrived (for a replay onto the intake topic)."""
-        return base64.b64decode(self.original_b64)
-
-
-def _json_or_none(value: bytes) -> Any:
-    try:
-        doc = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return None
-    return doc if _finite(doc) else None
-
-
-def _finite(doc: Any) -> bool:
-    """JSON with NaN/Infinity (accepted by json.loads) cannot be re-serialised as strict JSON."""
-    if isinstance(doc, float):
-        return math.isfinite(doc)
-    if isinstance(doc, dict):
-        return all(_finite(v) for v in doc.values())
-    if isinstance(doc, list):
-        return all(_finite(v) for v in doc)
-    return True
 
 
 def utc_now() -> datetime:

@@ -20,6 +20,7 @@ import base64
 import hashlib
 import json
 import posixpath
+import re
 from datetime import UTC, datetime
 from typing import Literal
 from urllib.parse import quote_plus, unquote_plus
@@ -32,10 +33,21 @@ from streams.worker import seaweed_pb
 Source = Literal["s3", "seaweedfs"]
 IgnoreReason = Literal["delete", "directory", "multipart_part", "system_path", "not_image", "metadata_only",
                        "other_event", "test_event"]
-MalformedReason = Literal["empty", "bad_json", "bad_protobuf", "unknown_format", "invalid_record"]
+MalformedReason = Literal["empty", "bad_json", "bad_protobuf", "unknown_format", "invalid_record", "unparseable"]
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".gif", ".bmp",
-                              ".jp2", ".j2k", ".avif"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".jif", ".jfi", ".pjpeg", ".pjp", ".png", ".tif",
+                              ".tiff", ".webp", ".gif", ".bmp", ".jp2", ".j2k", ".jpf", ".jpx", ".avif"})
+# Image formats the decoder does not read (HEIF, camera raw, JPEG XL, vector, HDR, layered): routed anyway, so
+# that each becomes a dead letter `unsupported` instead of being ignored without a trace.
+UNDECODABLE_IMAGE_EXTENSIONS = frozenset({
+    ".heic", ".heif", ".hif", ".heics", ".heifs", ".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf",
+    ".sr2", ".orf", ".rw2", ".raf", ".pef", ".srw", ".x3f", ".erf", ".kdc", ".mrw", ".3fr", ".iiq", ".rwl",
+    ".raw", ".jxl", ".exr", ".hdr", ".svg", ".svgz", ".psd", ".psb", ".xcf"})
+UNDECODABLE_CONTENT_TYPES = frozenset({"image/heic", "image/heif", "image/heic-sequence", "image/heif-sequence",
+                                       "image/jxl", "image/svg+xml", "image/x-adobe-dng", "image/x-canon-cr2",
+                                       "image/x-canon-cr3", "image/x-nikon-nef", "image/x-sony-arw",
+                                       "image/x-olympus-orf", "image/x-panasonic-rw2", "image/x-fuji-raf",
+                                       "image/vnd.adobe.photoshop", "image/x-exr"})
 GENERIC_CONTENT_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream",
                                    "application/x-www-form-urlencoded"})
 # Object-created event names (without "s3:") that carry new content; other ObjectCreated:* are metadata.
@@ -60,6 +72,7 @@ class IntakeEvent(BaseModel):
     event_name: str
     content_type: str | None = None
     source: Source
+    record: int | None = Field(None, description="Index in the message's Records (S3 JSON).")
 
     @property
     def uri(self) -> str:
@@ -101,12 +114,17 @@ def _malformed(reason: MalformedReason, message: str, **where) -> Rejection:
 
 
 def parse_intake(value: bytes | None, key: bytes | None = None) -> ParseResult:
-    """Raw intake message (value, Kafka key) -> events and rejections. Never raises on bad input."""
-    if not value or not value.strip():
-        return ParseResult(rejections=[_malformed("empty", "empty message value")])
-    if value.lstrip()[:1] in (b"{", b"["):
-        return _parse_s3_json(value)
-    return _parse_seaweed(value, key)
+    """Raw intake message (value, Kafka key) -> events and rejections. Never raises, whatever the bytes."""
+    try:
+        if not value or not value.strip():
+            return ParseResult(rejections=[_malformed("empty", "empty message value")])
+        if value.lstrip()[:1] in (b"{", b"["):
+            return _parse_s3_json(value)
+        return _parse_seaweed(value, key)
+    except RecursionError:
+        return ParseResult(rejections=[_malformed("bad_json", "nested too deeply to parse")])
+    except Exception as exc:  # noqa: BLE001 - a message nobody foresaw still becomes a dead letter
+        return ParseResult(rejections=[_malformed("unparseable", f"{type(exc).__name__}: {exc}"[:500])])
 
 
 # --- shared classification -------------------------------------------------------------------------
@@ -122,14 +140,28 @@ def classify_object(bucket: str, key: str, content_type: str | None) -> Rejectio
     if bucket.startswith(".") or any(s in _SYSTEM_SEGMENTS or s.endswith(".versions") for s in segments):
         return _ignored("system_path", "store-internal path", **where)
     ctype = (content_type or "").split(";")[0].strip().lower()
-    if ctype.startswith("image/"):
-        return None
+    ext = posixpath.splitext(segments[-1])[1].lower()
+    if ctype.startswith("image/") or ext in IMAGE_EXTENSIONS or ext in UNDECODABLE_IMAGE_EXTENSIONS:
+        return None  # image-like: it ends as a decision or a dead letter, whatever it turns out to hold
     if ctype not in GENERIC_CONTENT_TYPES:
         return _ignored("not_image", f"content type {ctype}", **where)
-    ext = posixpath.splitext(segments[-1])[1].lower()
-    if ext and ext not in IMAGE_EXTENSIONS:
+    if ext:
         return _ignored("not_image", f"extension {ext}", **where)
-    return None  # an image type or extension, or nothing to go by: the decoder decides
+    return None  # a generic type and no extension: nothing to go by, the decoder decides
+
+
+def undecodable_format(key: str, content_type: str | None) -> str | None:
+    """The name of an image format the decoder does not read (by extension or content type), else None."""
+    ctype = (content_type or "").split(";")[0].strip().lower()
+    ext = posixpath.splitext(key.rsplit("/", 1)[-1])[1].lower()
+    if ext in UNDECODABLE_IMAGE_EXTENSIONS:
+        return ext
+    return ctype if ctype in UNDECODABLE_CONTENT_TYPES else None
+
+
+def canonical_key(key: str) -> str:
+    """`key` as stores that normalise paths hold it (SeaweedFS: repeated '/' collapsed, no leading '/')."""
+    return re.sub("/{2,}", "/", key).lstrip("/")
 
 
 # --- S3 / MinIO JSON -------------------------------------------------------------------------------
@@ -201,7 +233,7 @@ def _parse_s3_record(i: int, raw: object) -> IntakeEvent | Rejection:
         return IntakeEvent(bucket=bucket, key=key, size=obj.size, etag=obj.eTag.strip('"'),
                            version_id=obj.versionId or None, sequencer=obj.sequencer,
                            event_time=_utc(rec.eventTime), event_name=rec.eventName,
-                           content_type=obj.contentType or None, source="s3")
+                           content_type=obj.contentType or None, source="s3", record=i)
     except ValidationError as exc:
         return _malformed("invalid_record", _validation_message(exc), **where)
 

@@ -1,42 +1,76 @@
-"""Triton over gRPC (tritonclient.grpc.aio): what the model is, and batched inference with retries.
+"""Triton over gRPC (tritonclient.grpc.aio): what the served model is, and batched inference.
 
-Everything about the model comes from Triton: its input shape from the model metadata, its labels and
-taxonomy from the `artroute_*` parameters of its config, the version from each response (Triton serves
-the newest version unless ARTROUTE_MODEL_VERSION pins one). See docs/model-repository.md.
+Everything about the model comes from Triton: its input size, max_batch_size and the contracts of its
+versions from the model config (`streams.contract.triton_config`), and with every response the version
+that answered and the digest of that version's contract (the CONTRACT__1 output). See
+docs/model-repository.md.
+
+Errors follow the one retry policy (streams.contract.retry): when the server or the model is not there
+(gRPC UNAVAILABLE or DEADLINE_EXCEEDED, NOT_FOUND for a model not loaded) the call is retried until it succeeds; any
+other error refuses this request (`InferenceFailed`) and is raised at once, so the caller can find the
+image at fault (streams.worker.scoring).
 """
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
-import random
+from dataclasses import dataclass
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from pydantic import BaseModel
 from tritonclient.utils import InferenceServerException
 
-log = logging.getLogger(__name__)
+from streams.contract.cli import UserError
+from streams.contract.model import CONTRACT, IMAGE, PROBS, ModelContract
+from streams.contract.retry import RetryPolicy, call_with_retries
+from streams.contract.triton_config import ConfigError, contracts_of, served_input_size
 
-INPUT_NAME = "IMAGE__0"
-OUTPUT_NAME = "PROBS__0"
-
-
-class ModelInfo(BaseModel):
-    name: str
-    versions: list[str]
-    input_shape: tuple[int, int, int]  # (3, H, W)
-    labels: list[str]
-    taxonomy: str = ""
-    max_batch_size: int
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return self.input_shape[1], self.input_shape[2]
+TRANSIENT_STATUS = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.NOT_FOUND")
+"""The server is away or slow, or the model is not loaded (NOT_FOUND: "unknown model", "has no available
+versions"; yet, or while an operator reloads it): no image is at fault, so wait rather than dead-letter."""
 
 
 class ModelUnavailable(RuntimeError):
-    """Triton is not reachable or the model is not ready (retried by the caller)."""
+    """Triton is not reachable or the model is not loaded: transient, retried."""
+
+
+class InferenceFailed(RuntimeError):
+    """Triton refused or failed this request (bad input, a model error): permanent for these images."""
+
+
+class ModelMismatch(UserError):
+    """The served model cannot be used with these settings (ARTROUTE_MAX_BATCH, its contract)."""
+
+
+class ServedModel(BaseModel):
+    name: str
+    versions: list[str]                   # the versions Triton serves now
+    input_size: tuple[int, int]           # (H, W) of IMAGE__0, the same for every version
+    max_batch_size: int
+    contracts: dict[int, ModelContract]   # version -> contract, from the config
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return 3, *self.input_size
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One response: probabilities (N, C), each row's contract digest (N, 32), the version that answered."""
+    probs: np.ndarray
+    digests: np.ndarray
+    version: str
+
+
+def _classify(url: str, e: InferenceServerException) -> Exception:
+    message = e.message() or str(e)
+    if e.status() in TRANSIENT_STATUS:
+        return ModelUnavailable(f"triton {url}: {message}")
+    return InferenceFailed(f"{e.status() or 'error'}: {message}")
+
+
+def _is_transient(e: BaseException) -> bool:
+    return isinstance(e, ModelUnavailable)
 
 
 class TritonModel:
@@ -45,55 +79,72 @@ class TritonModel:
         self.url, self.model_name, self.model_version = url, model_name, model_version
         self.timeout_s, self.retry_max_s = timeout_s, retry_max_s
         self.client = grpcclient.InferenceServerClient(url)
-        self.info: ModelInfo | None = None
 
     async def close(self) -> None:
         await self.client.close()
 
-    async def load_info(self) -> ModelInfo:
+    def policy(self, what: str) -> RetryPolicy:
+        return RetryPolicy(what=f"{what} (triton {self.url}, model {self.model_name!r})", max_s=self.retry_max_s)
+
+    async def served(self, timeout_s: float | None = None) -> ServedModel:
+        """What Triton serves under this model name now. ModelUnavailable; ModelMismatch for a model whose
+        config is not an artroute model's."""
         try:
-            meta = await self.client.get_model_metadata(self.model_name, self.model_version, as_json=True)
-            config = (await self.client.get_model_config(self.model_name, self.model_version, as_json=True))["config"]
+            meta = await self.client.get_model_metadata(self.model_name, self.model_version, as_json=True,
+                                                        client_timeout=timeout_s or self.timeout_s)
+            config = (await self.client.get_model_config(self.model_name, self.model_version,
+                                                         client_timeout=timeout_s or self.timeout_s)).config
         except InferenceServerException as e:
-            raise ModelUnavailable(f"triton {self.url}: model {self.model_name!r}: {e.message()}") from e
-        shape = [int(d) for d in meta["inputs"][0]["shape"]][-3:]
-        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-        if "artroute_labels" not in params:
-            raise ValueError(f"model {self.model_name!r} config has no artroute_labels parameter "
-                             "(export it with `python -m trainer export`)")
-        self.info = ModelInfo(name=meta["name"], versions=meta.get("versions", []), input_shape=tuple(shape),
-                              labels=json.loads(params["artroute_labels"]), taxonomy=params.get("artroute_taxonomy", ""),
-                              max_batch_size=int(config.get("max_batch_size", 0)))
-        return self.info
+            err = _classify(self.url, e)
+            raise err if isinstance(err, ModelUnavailable) else ModelMismatch(str(err)) from None
+        try:
+            size, contracts = served_input_size(config), contracts_of(config)
+        except ConfigError as e:
+            raise ModelMismatch(str(e)) from None
+        return ServedModel(name=meta["name"], versions=meta.get("versions", []), input_size=size,
+                           max_batch_size=int(config.max_batch_size), contracts=contracts)
 
-    async def wait_ready(self, stop: asyncio.Event | None = None) -> ModelInfo:
-        """Load the model info, retrying with backoff until Triton answers."""
-        return await self._with_retries(self.load_info, "model info", stop)
+    async def wait_ready(self, stop: asyncio.Event | None = None) -> ServedModel:
+        """`served()`, retried while Triton or the model is not there."""
+        return await call_with_retries(self.served, transient=_is_transient, policy=self.policy("model config"),
+                                       stop=stop)
 
-    async def infer(self, images: np.ndarray) -> tuple[np.ndarray, str]:
-        """uint8 (N, 3, H, W) -> (probabilities (N, C), model version that answered). Raises ModelUnavailable."""
-        inp = grpcclient.InferInput(INPUT_NAME, list(images.shape), "UINT8")
+    async def infer(self, images: np.ndarray) -> Answer:
+        """uint8 (N, 3, H, W) -> one Answer. Raises ModelUnavailable or InferenceFailed."""
+        inp = grpcclient.InferInput(IMAGE.name, list(images.shape), IMAGE.dtype)
         inp.set_data_from_numpy(images)
-        out = grpcclient.InferRequestedOutput(OUTPUT_NAME)
+        outputs = [grpcclient.InferRequestedOutput(PROBS.name), grpcclient.InferRequestedOutput(CONTRACT.name)]
         try:
             result = await self.client.infer(self.model_name, [inp], model_version=self.model_version,
-                                             outputs=[out], client_timeout=self.timeout_s)
+                                             outputs=outputs, client_timeout=self.timeout_s)
         except InferenceServerException as e:
-            raise ModelUnavailable(f"triton {self.url}: {e.message()}") from e
-        return result.as_numpy(OUTPUT_NAME), result.get_response().model_version
+            raise _classify(self.url, e) from None
+        probs, digests = result.as_numpy(PROBS.name), result.as_numpy(CONTRACT.name)
+        if probs is None or digests is None:
+            raise InferenceFailed(f"the response lacks {PROBS.name} or {CONTRACT.name} (not an artroute model?)")
+        return Answer(probs=probs, digests=digests, version=result.get_response().model_version)
 
-    async def infer_with_retries(self, images: np.ndarray, stop: asyncio.Event | None = None) -> tuple[np.ndarray, str]:
-        """Infer, retrying with exponential backoff and jitter while Triton is unavailable; never drops."""
-        return await self._with_retries(lambda: self.infer(images), "inference", stop)
+    async def infer_with_retries(self, images: np.ndarray, stop: asyncio.Event | None = None,
+                                 on_retry=None, on_success=None) -> Answer:
+        """Infer, retrying while Triton or the model is not there (never drops); InferenceFailed at once.
+        `on_retry` / `on_success`: the retry policy's hooks (the worker's health)."""
+        return await call_with_retries(lambda: self.infer(images), transient=_is_transient,
+                                       policy=self.policy("inference"), stop=stop, on_retry=on_retry,
+                                       on_success=on_success)
 
-    async def _with_retries(self, call, what: str, stop: asyncio.Event | None):
-        delay = 0.2
-        while True:
-            try:
-                return await call()
-            except ModelUnavailable as e:
-                if stop is not None and stop.is_set():
-                    raise
-                log.warning("triton unavailable for %s, retrying in %.1fs: %s", what, delay, e)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self.retry_max_s)
+
+def check_served(served: ServedModel, max_batch: int) -> None:
+    """The start-up checks: ARTROUTE_MAX_BATCH fits the model's max_batch_size, and every version Triton
+    serves now has a contract this worker can apply. Raises ModelMismatch (one line)."""
+    if served.max_batch_size and max_batch > served.max_batch_size:
+        raise ModelMismatch(f"ARTROUTE_MAX_BATCH={max_batch} exceeds max_batch_size {served.max_batch_size} of "
+                            f"model {served.name!r}; lower ARTROUTE_MAX_BATCH or export with a larger "
+                            "--max-batch-size")
+    for version in served.versions:
+        contract = served.contracts.get(int(version))
+        if contract is None:
+            raise ModelMismatch(f"model {served.name!r} version {version} has no contract in its config "
+                                "(export it with `python -m trainer export`, then load the model again)")
+        problem = contract.servable_problem(served.input_size)
+        if problem:
+            raise ModelMismatch(f"model {served.name!r} version {version}: {problem}")

@@ -1,10 +1,13 @@
-"""Prometheus metrics of the worker, and its /metrics + /healthz HTTP endpoint (ARTROUTE_METRICS_PORT)."""
+"""Prometheus metrics of the worker, and its /metrics, /healthz and /livez HTTP endpoint (ARTROUTE_METRICS_PORT,
+on ARTROUTE_METRICS_HOST: loopback unless configured otherwise)."""
 from __future__ import annotations
 
 import time
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from streams.worker.health import Health
 
 EVENTS = Counter("artroute_events_total", "Intake messages seen, by outcome", ["outcome"])
 DECISIONS = Counter("artroute_decisions_total", "Routing decisions published, by department", ["department"])
@@ -19,24 +22,33 @@ END_TO_END_SECONDS = Histogram("artroute_end_to_end_seconds", "Store event time 
 
 
 class HealthServer:
-    """GET /metrics (Prometheus text) and GET /healthz (200 while the worker's loop answers)."""
+    """GET /metrics (Prometheus text), GET /healthz (readiness: 200 when `health` has no problem, else 503
+    with the problems) and GET /livez (200 while the worker's event loop answers)."""
 
-    def __init__(self, port: int, host: str = "0.0.0.0"):
+    def __init__(self, port: int, host: str = "127.0.0.1", health: Health | None = None):
         self.port, self.host = port, host
+        self.health = health or Health()
         self.started = time.time()
-        self.ready = False
         self.runner: web.AppRunner | None = None
 
     async def _metrics(self, _: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, _: web.Request) -> web.Response:
-        body = {"status": "ok" if self.ready else "starting", "uptime_s": round(time.time() - self.started, 1)}
-        return web.json_response(body, status=200 if self.ready else 503)
+        problems = self.health.problems()
+        status = "ok" if not problems else "starting" if problems == ["starting"] else "not_ready"
+        body = {"status": status, "uptime_s": round(time.time() - self.started, 1)}
+        if problems and status != "starting":
+            body["problems"] = problems
+        return web.json_response(body, status=200 if not problems else 503)
+
+    async def _livez(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
 
     async def start(self) -> None:
         app = web.Application()
-        app.add_routes([web.get("/metrics", self._metrics), web.get("/healthz", self._healthz)])
+        app.add_routes([web.get("/metrics", self._metrics), web.get("/healthz", self._healthz),
+                        web.get("/livez", self._livez)])
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, self.host, self.port).start()

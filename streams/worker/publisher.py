@@ -27,7 +27,7 @@ class Publisher:
         s = self.settings
         self.producer = AIOKafkaProducer(
             **s.kafka_client_kwargs(), acks="all", enable_idempotence=s.kafka_enable_idempotence,
-            linger_ms=self.linger_ms, max_request_size=8 * 2**20, request_timeout_ms=30000)
+            linger_ms=self.linger_ms, max_request_size=s.kafka_max_message_bytes, request_timeout_ms=30000)
         await self.producer.start()
 
     async def stop(self) -> None:

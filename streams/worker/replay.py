@@ -17,12 +17,15 @@ import sys
 import time
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
-from pydantic import BaseModel
+from aiokafka.errors import KafkaError
+from minio.error import S3Error
+from pydantic import BaseModel, ValidationError
 from tqdm import tqdm
 
+from streams.contract.cli import UserError, invalid_option
 from streams.worker.events import classify_object, to_s3_event_json
 from streams.worker.publisher import Publisher
+from streams.worker.reconcile import KafkaOutcomes, OutcomeIndex
 from streams.worker.settings import DEFAULT_STATE_DIR, Settings
 from streams.worker.store import make_client
 
@@ -56,35 +59,6 @@ def state_path(bucket: str, prefix: str) -> Path:
     return DEFAULT_STATE_DIR / "replay" / f"{bucket}-{tag}.json"
 
 
-async def decided_objects(settings: Settings, idle_s: float = 3.0) -> set[tuple[str, str, str]]:
-    """(bucket, key, etag) of every object with a decision or a dead letter on Kafka.
-
-    Reads both topics from the beginning until they stay idle for idle_s (end offsets are not used: the
-    embedded broker reports them wrongly).
-    """
-    consumer = AIOKafkaConsumer(settings.decisions_topic, settings.deadletter_topic, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                **settings.kafka_client_kwargs())
-    seen: set[tuple[str, str, str]] = set()
-    await consumer.start()
-    try:
-        idle_since = time.monotonic()
-        while time.monotonic() - idle_since < idle_s:
-            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-            for msgs in batch.values():
-                for m in msgs:
-                    idle_since = time.monotonic()
-                    try:
-                        doc = json.loads(m.value)
-                    except ValueError:
-                        continue
-                    if doc.get("bucket") and doc.get("key"):  # decisions and dead letters alike
-                        seen.add((doc["bucket"], doc["key"], str(doc.get("etag") or "")))
-    finally:
-        await consumer.stop()
-    return seen
-
-
 async def replay(settings: Settings, bucket: str, prefix: str = "", rate: float = 50.0, missing_only: bool = False,
                  state: Path | None = None, restart: bool = False, progress: bool = True,
                  scan_idle_s: float = 3.0) -> ReplaySummary:
@@ -94,7 +68,7 @@ async def replay(settings: Settings, bucket: str, prefix: str = "", rate: float 
     if state.is_file() and not restart:
         start_after = json.loads(state.read_text()).get("last_key")
         summary.resumed_after = start_after
-    decided = await decided_objects(settings, scan_idle_s) if missing_only else set()
+    decided = await KafkaOutcomes(settings, scan_idle_s).outcomes() if missing_only else OutcomeIndex()
     client = make_client(settings)
     t0 = time.monotonic()
     interval = 1.0 / rate if rate > 0 else 0.0
@@ -142,17 +116,22 @@ async def _checkpoint(pending: list, state: Path, last_key: str | None) -> None:
         state.write_text(json.dumps({"last_key": last_key, "at": time.time()}))
 
 
+class ReplayError(UserError):
+    """The replay could not run: bad flags, or the store or the broker failed (one line for the operator)."""
+
+
 def main(args: argparse.Namespace) -> int:
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as e:
+        raise invalid_option(e, prefix="ARTROUTE_") from None
     bucket = args.bucket or settings.bucket
     if args.rate < 0:
-        print("replay: error: --rate must be >= 0", file=sys.stderr)
-        return 2
+        raise ReplayError("--rate must be >= 0")
     try:
         summary = asyncio.run(replay(settings, bucket, args.prefix, args.rate, args.missing_only, args.state,
                                      args.restart, not args.no_progress, args.scan_idle_s))
-    except Exception as e:  # noqa: BLE001 - one line for the operator, not a traceback
-        print(f"replay: error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+    except (KafkaError, S3Error, OSError) as e:  # the broker or the store is away or refuses
+        raise ReplayError(f"{type(e).__name__}: {e}") from None
     print(summary.model_dump_json(indent=2))
     return 0

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from streams.worker.decisions import DeadLetter, RoutingDecision
+from streams.worker.deadletters import DeadLetter
+from streams.worker.decisions import RoutingDecision
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 SCHEMAS: dict[str, type[BaseModel]] = {
@@ -22,13 +23,15 @@ SCHEMAS: dict[str, type[BaseModel]] = {
 
 def render_schemas() -> dict[str, str]:
     """File name -> schema text (JSON Schema 2020-12, as pydantic generates it for serialised output)."""
-    out = {}
-    for name, model in SCHEMAS.items():
-        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
-                  "$id": f"urn:artroute:schema:{name.removesuffix('.schema.json')}:v1",
-                  **model.model_json_schema(mode="serialization")}
-        out[name] = json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
-    return out
+    return {name: render_schema(name, model) for name, model in SCHEMAS.items()}
+
+
+def render_schema(name: str, model: type[BaseModel]) -> str:
+    """One schema file's text (the ledger renders docs/schemas/verdict.schema.json with it)."""
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+              "$id": f"urn:artroute:schema:{name.removesuffix('.schema.json')}:v1",
+              **model.model_json_schema(mode="serialization")}
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 
 def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:

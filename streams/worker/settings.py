@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, JsonConfigSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streams.contract.imaging import MAX_IMAGE_PIXELS
@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     deadletter_topic: str = Field("artroute.deadletter", description="Events that could not be decided.")
     topic_partitions: int = Field(4, ge=1, description="Partitions for topics the app creates; bounds "
                                                         "how many workers share the intake.")
+    kafka_max_message_bytes: int = Field(
+        1_000_000, ge=64 * 1024, description="Largest record the producer sends (the broker's message.max.bytes; "
+                                             "Apache Kafka's default is 1048588).")
+    deadletter_max_bytes: int = Field(
+        256 * 1024, ge=8 * 1024, description="A dead letter is cut to fit this (the original is then referenced "
+                                             "by topic/partition/offset, size, sha256 and its first KiB).")
 
     # --- S3 store ------------------------------------------------------------------------------------
     s3_endpoint: str = Field("127.0.0.1:9000", description="S3 endpoint host:port (MinIO, AWS, SeaweedFS).")
@@ -59,6 +65,8 @@ class Settings(BaseSettings):
     s3_region: str | None = Field(None, description="S3 region, if the store needs one.")
     s3_cafile: Path | None = Field(None, description="CA bundle to verify a store behind a private CA (HTTPS).")
     bucket: str = Field("artworks", description="Default bucket for uploads, replay and the demo.")
+    s3_retry_max_s: float = Field(30.0, gt=0, description="Max backoff between fetch retries while the store "
+                                                          "is unreachable or throttling.")
 
     # --- Triton --------------------------------------------------------------------------------------
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC endpoint host:port.")
@@ -75,12 +83,53 @@ class Settings(BaseSettings):
     fetch_concurrency: int = Field(16, ge=1, description="Concurrent object downloads per worker.")
     decode_threads: int = Field(2, ge=1, description="Threads decoding images (Pillow releases the GIL).")
     max_object_bytes: int = Field(50 * 2**20, ge=1, description="Objects larger than this are dead-lettered.")
+    fetch_memory_bytes: int = Field(128 * 2**20, ge=2**20, description="Bytes of fetched objects held at once, "
+                                                                       "waiting to be decoded.")
+    decode_memory_bytes: int = Field(512 * 2**20, ge=16 * 2**20, description="Memory concurrent decodes may hold "
+                                     "at once; an image needing more than all of it is dead-lettered (bomb).")
     max_image_pixels: int = Field(MAX_IMAGE_PIXELS, ge=1, description="Decompression-bomb guard (pixels).")
     review_min_confidence: float = Field(0.75, ge=0, le=1, description="Below this calibrated top-1 score: review.")
     review_min_margin: float = Field(0.15, ge=0, le=1, description="Below this top-1 minus top-2: review.")
-    metrics_port: int = Field(0, ge=0, description="Prometheus metrics port; 0 disables the endpoint.")
+    metrics_port: int = Field(0, ge=0, description="Port of GET /metrics, /healthz and /livez; 0 disables them.")
+    metrics_host: str = Field("127.0.0.1", description="Address the metrics/health endpoint binds (0.0.0.0 in "
+                                                       "a container, for probes and scraping).")
+    health_stuck_s: float = Field(5.0, gt=0, description="/healthz is not ready once a dependency has failed, "
+                                                         "or one call has waited, for this long.")
+    reconcile_interval_s: float = Field(0.0, ge=0, description="Run the reconciler every this many seconds on "
+                                                               "the group's leader worker; 0 = never.")
+    reconcile_grace_s: float = Field(600.0, ge=0, description="The reconciler replays only objects older than "
+                                                              "this that have no outcome.")
+    reconcile_prefix: str = Field("", description="The worker's reconciler looks only at keys under this prefix.")
     log_level: str = Field("INFO", description="Log level.")
     log_json: bool = Field(True, description="Structured JSON logs (one object per line).")
+    data_dir: Path = Field(DEFAULT_STATE_DIR / "worker-data", description="faust's data directory (one "
+                           "sub-directory per consumer group); relative paths are from the working directory.")
+
+    # --- Ledger (streams/ledger: every outcome and curator verdict in a database; docs/ledger.md) ------
+    ledger_url: str = Field("sqlite:///.artroute/ledger/ledger.db",
+                            description="Ledger database URL: SQLite file (embedded) or "
+                                        "postgresql+psycopg://user@host:5432/db (production).")
+    ledger_password: SecretStr | None = Field(None, description="Ledger database password, put into the URL "
+                                                                "(from a Secret).")
+    ledger_consumer_group: str = Field("artroute-ledger", description="Consumer group of the ledger's ingest.")
+    ledger_batch: int = Field(1000, ge=1, description="Messages per ledger database transaction (at most).")
+    verdicts_topic: str = Field("artroute.verdicts", description="Curator verdicts, keyed by object key.")
+    audit_rate: float = Field(0.02, ge=0, le=1, description="Share of auto-routed decisions the ledger also puts "
+                                                            "into review (audit sample; by decision id hash).")
+    ledger_taxonomy: str = Field("", description="Taxonomy (name or YAML) whose classes a verdict may name; "
+                                                 "empty: the labels seen in the model's decisions.")
+    ledger_api_host: str = Field("127.0.0.1", description="Ledger HTTP API listen address (ledger serve).")
+    ledger_api_port: int = Field(8300, ge=0, le=65535, description="Ledger HTTP API port (ledger serve).")
+    ledger_api_token: SecretStr | None = Field(None, description="Bearer token the ledger HTTP API requires "
+                                                                 "(from a Secret); unset: no token.")
+
+    @field_validator("deadletter_max_bytes")
+    @classmethod
+    def _dead_letters_fit_the_producer(cls, v: int, info: ValidationInfo) -> int:
+        limit = info.data.get("kafka_max_message_bytes")
+        if limit is not None and v > limit:
+            raise ValueError(f"must not exceed ARTROUTE_KAFKA_MAX_MESSAGE_BYTES ({limit})")
+        return v
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

@@ -1,4 +1,4 @@
-"""decide(), decision ids, MET department ids, DeadLetter and the committed JSON Schemas."""
+"""decide(), decision ids, department ids from the model's labels, DeadLetter and the committed JSON Schemas."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from streams.worker.decisions import (MET_DEPARTMENTS, DeadLetter, RoutingDecision, decide, decision_id,
-                               met_department_id)
+from streams.contract.model import Label
+from streams.contract.taxonomy import load_taxonomy
+from streams.worker.decisions import DeadLetter, RoutingDecision, decide, decision_id
 from streams.worker.events import IntakeEvent, parse_intake, to_s3_event_json
 from streams.worker.schemas import SCHEMA_DIR, render_schemas
 
@@ -16,7 +17,8 @@ NOW = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
 EVENT = IntakeEvent(bucket="artworks", key="Ägypten/статуя 1.jpg", size=15201, etag="a3c5e8f1", version_id="v7",
                     sequencer="182C9B77A0E0B612", event_time=datetime(2025, 3, 14, 9, 28, 41, tzinfo=UTC),
                     event_name="s3:ObjectCreated:Put", content_type="image/jpeg", source="s3")
-LABELS = ["Egyptian Art", "Asian Art", "Greek and Roman Art", "Musical Instruments"]
+LABELS = [Label(name="Egyptian Art", department_ids=[10]), Label(name="Asian Art", department_ids=[6]),
+          Label(name="Greek and Roman Art", department_ids=[13]), Label(name="Musical Instruments", department_ids=[18])]
 
 
 def run(probs, labels=LABELS, min_confidence=0.6, min_margin=0.15, event=EVENT, version="3") -> RoutingDecision:
@@ -56,14 +58,14 @@ def test_small_margin_is_checked_after_confidence():
 
 def test_ties_rank_the_lower_index_first():
     d = run([0.25, 0.25, 0.25, 0.25])
-    assert [s.label for s in d.top3] == LABELS[:3] and d.margin == 0.0
+    assert [s.label for s in d.top3] == [lb.name for lb in LABELS[:3]] and d.margin == 0.0
 
 
 def test_fewer_than_three_classes_and_other_taxonomies():
-    d = run([0.9, 0.1], labels=["paintings", "sculpture"])
+    d = run([0.9, 0.1], labels=[Label(name="paintings"), Label(name="sculpture")])
     assert [s.label for s in d.top3] == ["paintings", "sculpture"]
     assert (d.department, d.department_id) == ("paintings", None)
-    assert run([1.0], labels=["only"]).margin == 1.0
+    assert run([1.0], labels=[Label(name="only")]).margin == 1.0
 
 
 @pytest.mark.parametrize(("probs", "labels"), [
@@ -93,27 +95,30 @@ def test_decision_json_round_trip():
     assert RoutingDecision.model_validate_json(d.model_dump_json()) == d
 
 
-@pytest.mark.parametrize(("label", "dept_id"), [
-    ("The American Wing", 1), ("American Decorative Arts", 1), ("Ancient West Asian Art", 3),
-    ("Costume Institute", 8), ("the_costume_institute", 8), ("Robert Lehman Collection", 15),
-    ("Modern Art", 21), ("modern-and-contemporary-art", 21), ("arts of africa oceania and the americas", 5),
-    ("Cloisters", 7), ("Paintings", None), ("", None),
-])
-def test_met_department_ids(label, dept_id):
-    assert met_department_id(label) == dept_id
+def test_department_id_is_the_answering_labels_own():
+    """The id comes with the label (the model's contract), whatever the label's name says."""
+    labels = [Label(name="Egyptian Art", department_ids=[99]), Label(name="paintings", department_ids=[]),
+              Label(name="Ancient and Classical", department_ids=[3, 10, 13])]
+    assert run([0.9, 0.05, 0.05], labels).department_id == 99
+    assert (run([0.05, 0.9, 0.05], labels).department_id, run([0.05, 0.9, 0.05], labels).department) == (None, "paintings")
+    assert run([0.05, 0.05, 0.9], labels).department_id is None      # a merge of three departments names none
 
 
-def test_met_departments_match_the_real_api(shared_dir):
+def test_met19_labels_carry_the_real_api_department_ids(shared_dir):
     api = json.loads((shared_dir / "data" / "met-api" / "departments.json").read_text())["departments"]
-    assert {d["departmentId"]: met_department_id(d["displayName"]) for d in api} == {
-        d["departmentId"]: d["departmentId"] for d in api}
-    assert sorted(MET_DEPARTMENTS) == sorted(d["departmentId"] for d in api)
+    labels = [Label(name=c.name, department_ids=c.department_ids) for c in load_taxonomy("met-19").classes]
+    assert sorted(lb.department_id for lb in labels) == sorted(d["departmentId"] for d in api)
+    for i, lb in enumerate(labels):
+        probs = np.full(len(labels), 0.1 / (len(labels) - 1))
+        probs[i] = 0.9
+        assert run(probs, labels).department_id == lb.department_id
 
 
-def test_met_department_names_in_object_records_resolve(shared_dir):
+def test_met19_takes_every_department_name_in_object_records(shared_dir):
     objects = json.loads((shared_dir / "data" / "met-api" / "ten_per_department_190.json").read_text())
     names = {o["department"] for o in _records(objects)}
-    assert names and all(met_department_id(n) is not None for n in names), names
+    index = load_taxonomy("met-19").label_to_index()
+    assert names and names <= set(index), names - set(index)
 
 
 def _records(doc) -> list[dict]:

@@ -44,7 +44,7 @@ def test_minio_put():
                              etag="6f1ed002ab5595859014ebf0951522d9", version_id=None,
                              sequencer="182C9B5F0E33C1A8",
                              event_time=datetime(2025, 3, 14, 9, 26, 53, 589000, tzinfo=UTC),
-                             event_name="s3:ObjectCreated:Put", content_type="image/jpeg", source="s3")
+                             event_name="s3:ObjectCreated:Put", content_type="image/jpeg", source="s3", record=0)
     assert ev.uri == "s3://artworks/egyptian/statue-001.jpg"
 
 

@@ -211,3 +211,40 @@ def test_large_jpeg_is_decoded_in_draft_mode():
     assert_close(pixel(out, 112, 40), RED, tol=12)
     assert_close(pixel(out, 112, 184), GREEN, tol=12)
     assert pixel(out, 10, 112) == BLACK  # 3:2 image letterboxed into a square
+
+
+# --- bounded memory --------------------------------------------------------------------------------
+
+def test_large_non_rgb_images_are_shrunk_in_bands_with_the_same_colours():
+    arr = np.full((1500, 2000), 128 * 257, dtype=np.uint16)  # 3 MP: over BAND_PIXELS, converted in bands
+    arr[:, 1000:] = 40 * 257
+    out = decode_image(encode(Image.fromarray(arr), "PNG"), LIMIT, TARGET)
+    assert pixel(out, 32, 16) == (128, 128, 128) and pixel(out, 32, 48) == (40, 40, 40)
+    f = np.zeros((1500, 2000), dtype=np.float32)
+    f[:, 1000:] = 2.0  # outside [0, 1]: stretched over the whole image's range, not per band
+    out = decode_image(encode(Image.fromarray(f, "F"), "TIFF"), LIMIT, TARGET)
+    assert pixel(out, 32, 16) == (0, 0, 0) and pixel(out, 32, 48) == (255, 255, 255)
+
+
+def test_an_image_needing_more_than_the_whole_decode_budget_is_a_bomb():
+    from streams.contract.budget import ByteBudget
+
+    data = encode(Image.new("RGB", (3000, 2000), RED), "PNG")  # ~23 MiB decoded
+    assert decode_image(data, LIMIT, TARGET, ByteBudget(64 * 2**20)).shape == (3, 64, 64)
+    with pytest.raises(ImageRejected) as info:
+        decode_image(data, LIMIT, TARGET, ByteBudget(16 * 2**20))
+    assert info.value.kind == "bomb" and "budget" in info.value.message
+
+
+def test_png_exif_orientation_is_applied_after_loading():
+    img = Image.new("RGB", (64, 32), BLUE)
+    img.paste(Image.new("RGB", (16, 16), RED), (0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = decode_image(encode(img, "PNG", exif=exif), LIMIT, TARGET)  # upright: 32 x 64, red at the top right
+    assert pixel(out, 4, 44) == RED and pixel(out, 4, 20) == BLUE and pixel(out, 32, 4) == BLACK
+
+
+def test_a_dng_is_unsupported_not_decoded_from_its_preview():
+    data = encode(Image.new("RGB", (32, 24), RED), "TIFF", tiffinfo={50706: b"\x01\x04\x00\x00"})
+    assert rejection(data).kind == "unsupported"

@@ -34,7 +34,7 @@ def test_bench_train_missing_corpus_is_one_line_exit_2(tmp_path):
     proc = subprocess.run(trainer_cmd("bench", "train", "--corpus", str(tmp_path / "none"), "--arch", "tiny"),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert len(proc.stderr.strip().splitlines()) == 1 and "trainer bench train: error:" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "python -m trainer bench train: error:" in proc.stderr
 
 
 def test_bench_infer_times_the_traced_two_output_model(tmp_path):

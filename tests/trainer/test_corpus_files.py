@@ -123,7 +123,7 @@ def test_csv_bad_input_names_file_and_line(label_tree, tmp_path, capsys, header,
     src = write_csv(tmp_path / "bad.csv", header, [first, row])
     assert run("corpus", "csv", str(src), "--out", str(tmp_path / "c"), "--labels", "bowls,masks") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: {src}{message}"), err
+    assert len(err) == 1 and err[0].startswith(f"python -m trainer corpus csv: error: {src}{message}"), err
     if "nope" in row[0]:
         assert "nope.jpg: no such image file" in err[0]
 
@@ -135,7 +135,8 @@ def test_csv_undecodable_image_in_a_subprocess_has_no_traceback(label_tree, tmp_
     proc = subprocess.run(trainer_cmd("corpus", "csv", str(src), "--out", str(tmp_path / "c")),
                           capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.startswith(f"error: {src}:3: ") and "cut.jpg: not a decodable image" in proc.stderr
+    assert proc.stderr.startswith(f"python -m trainer corpus csv: error: {src}:3: ")
+    assert "cut.jpg: not a decodable image" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 

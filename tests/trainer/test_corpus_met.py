@@ -150,7 +150,7 @@ async def test_cli_rejects_unknown_department_in_one_line(fake_api, tmp_path):
     _, err = await proc.communicate()
     assert proc.returncode == 2
     lines = err.decode().strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: unknown department 'Textiles'")
+    assert len(lines) == 1 and lines[0].startswith("python -m trainer corpus met: error: unknown department 'Textiles'")
 
 
 async def test_bench_harvest_writes_its_numbers(tmp_path):

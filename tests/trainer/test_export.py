@@ -1,22 +1,28 @@
-"""Export: the Triton model repository contract, TorchScript parity, the quick demo model, Triton CPU smoke."""
+"""Export: the model repository contract, configs as protobuf, TorchScript and ONNX parity, the libtorch 2.5
+format guard, refusing a version that takes other images, the quick demo model, Triton CPU smoke."""
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
-import socket
+import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from PIL import Image
+from tritonclient.grpc import model_config_pb2 as mc
 
 from streams.contract.imaging import to_model_input
+from streams.contract.model import CONTRACT, IMAGE, PROBS, ModelContract
+from streams.contract.triton_config import (CONTRACT_PARAMETER, VARIANT_FILES, contracts_of, parse_pbtxt,
+                                            read_config, served_input_size, to_pbtxt)
+from trainer.artifacts import LIBTORCH_2_5_MAX_FILE_FORMAT, torchscript_versions
 from trainer.corpus.manifest import read_manifest
 from trainer.evaluate import evaluate_run
 from trainer.export import export_run, quick_train_and_export
@@ -27,7 +33,6 @@ from trainer.train import train
 
 # department names, so the same run also exercises met-19 + evaluate --group-by met-6
 LABELS = ["Egyptian Art", "Greek and Roman Art", "Asian Art", "Islamic Art"]
-PYTRITON = Path(sys.executable).parents[1] / "lib/python3.11/site-packages/pytriton/tritonserver"
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +46,15 @@ def run(tmp_path_factory):
     return run
 
 
+@pytest.fixture(scope="module")
+def exported(run, tmp_path_factory) -> Path:
+    """A repository with two versions of the run (model name artroute)."""
+    repo = tmp_path_factory.mktemp("repo")
+    export_run(run, repo, "artroute")
+    export_run(run, repo, "artroute")
+    return repo
+
+
 def test_evaluate_groups_met19_into_met6(run):
     r = json.loads((run / "eval_test.json").read_text())
     assert len(r["classes"]) == 19
@@ -50,31 +64,44 @@ def test_evaluate_groups_met19_into_met6(run):
     assert g["metrics"]["n"] == r["metrics"]["n"]
 
 
-def test_export_writes_the_model_repository_contract(run, tmp_path):
-    v1 = export_run(run, tmp_path / "repo", "artroute")
-    v2 = export_run(run, tmp_path / "repo", "artroute")
-    model_dir = tmp_path / "repo" / "artroute"
-    assert (v1.name, v2.name) == ("1", "2")
-    assert {p.name for p in v1.iterdir()} == {"model.pt", "model.py", "metadata.json"}
+def test_export_writes_each_versions_contract(run, exported):
+    model_dir = exported / "artroute"
+    v1, v2 = model_dir / "1", model_dir / "2"
+    assert {p.name for p in v1.iterdir()} == {"model.pt", "model.onnx", "model.py", "contract.json"}
     assert not [p for p in model_dir.iterdir() if p.name.startswith(".")]  # no staging left behind
+    assert not (model_dir / "labels.txt").exists()  # one label list for all versions is what broke rollouts
     info, _ = load_model(run)
-    assert (model_dir / "labels.txt").read_text().splitlines() == info.classes
-    meta = json.loads((v2 / "metadata.json").read_text())
-    assert meta["labels"] == info.classes and meta["taxonomy"] == "met-19" and meta["version"] == 2
-    assert meta["temperature"] == read_calibration(run).temperature
-    assert meta["training_data_sha256"] == hashlib.sha256(Path(info.manifest).read_bytes()).hexdigest()
-    assert meta["input"]["shape"] == [3, 48, 48] and "test" in meta["metrics"] and meta["arch"] == "tiny"
+    c = ModelContract.model_validate_json((v2 / "contract.json").read_text())
+    assert c.label_names == info.classes and c.taxonomy == "met-19" and c.version == 2
+    assert [lb.department_ids for lb in c.labels][:3] == [[1], [3], [4]]  # from the taxonomy YAML
+    assert c.labels[c.label_names.index("Egyptian Art")].department_id == 10
+    assert c.temperature == read_calibration(run).temperature and c.input_size == (48, 48)
+    assert c.training_data_sha256 == hashlib.sha256(Path(info.manifest).read_bytes()).hexdigest()
+    assert c.resize == "letterbox" and "test" in c.metrics and c.arch == "tiny"
 
-    gpu, cpu = (model_dir / "config.pbtxt").read_text(), (model_dir / "configs" / "cpu.pbtxt").read_text()
-    assert 'platform: "pytorch_libtorch"' in gpu and "KIND_GPU" in gpu and "dynamic_batching" in gpu
-    assert 'backend: "python"' in cpu and "KIND_CPU" in cpu
-    for text in (gpu, cpu):
-        assert 'name: "IMAGE__0" data_type: TYPE_UINT8 dims: [ 3, 48, 48 ]' in text
-        assert 'name: "PROBS__0" data_type: TYPE_FP32 dims: [ 19 ]' in text
-        labels = re.search(r'key: "artroute_labels" value: \{ string_value: "(.*)" \}', text).group(1)
-        assert json.loads(labels.replace('\\"', '"')) == info.classes
-        assert 'key: "artroute_taxonomy" value: { string_value: "met-19" }' in text
-        assert 'key: "artroute_resize" value: { string_value: "letterbox" }' in text
+
+def test_configs_are_protobuf_and_index_every_versions_contract(exported):
+    model_dir = exported / "artroute"
+    contracts = {v: ModelContract.model_validate_json((model_dir / str(v) / "contract.json").read_text())
+                 for v in (1, 2)}
+    engines = {}
+    for variant, rel in VARIANT_FILES.items():
+        text = (model_dir / rel).read_text()
+        config = parse_pbtxt(text)
+        assert to_pbtxt(config) == text  # round trip: the text is exactly what the protobuf prints
+        assert config.name == "artroute" and config.max_batch_size == 32 and config.dynamic_batching
+        assert served_input_size(config) == (48, 48)
+        assert [(t.name, t.dims) for t in config.output] == [(PROBS.name, [-1]), (CONTRACT.name, [32])]
+        assert contracts_of(config) == contracts
+        assert sorted(k for k in config.parameters if k.startswith(CONTRACT_PARAMETER)) == [
+            f"{CONTRACT_PARAMETER}1", f"{CONTRACT_PARAMETER}2"]
+        engines[variant] = (config.platform or config.backend, config.default_model_filename,
+                            mc.ModelInstanceGroup.Kind.Name(config.instance_group[0].kind),
+                            config.parameters["artroute_runtime"].string_value)
+    assert engines == {"gpu": ("pytorch_libtorch", "model.pt", "KIND_GPU", ""),
+                       "onnx": ("onnxruntime_onnx", "model.onnx", "KIND_GPU", ""),
+                       "cpu": ("python", "", "KIND_CPU", "torchscript"),
+                       "cpu-onnx": ("python", "", "KIND_CPU", "onnxruntime")}
 
 
 def serving_batch(run: Path, size: int) -> torch.Tensor:
@@ -84,17 +111,68 @@ def serving_batch(run: Path, size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack([to_model_input(Image.open(base / r.path), (size, size)) for r in rows]))
 
 
-def test_torchscript_matches_eager(run, tmp_path):
-    version = export_run(run, tmp_path / "repo")
+def test_torchscript_and_onnx_match_eager_and_return_the_digest(run, exported):
+    version = exported / "artroute" / "1"
+    digest = ModelContract.model_validate_json((version / "contract.json").read_text()).digest()
     _, model = load_model(run)
     eager = Calibrated(model, read_calibration(run).temperature).eval()
-    traced = torch.jit.load(str(version / "model.pt"))
     x = serving_batch(run, 48)
     with torch.no_grad():
-        a, b = eager(x), traced(x)
-    assert b.dtype == torch.float32 and b.shape == (8, 19)
-    assert (a - b).abs().max().item() < 1e-4
-    assert torch.allclose(b.sum(1), torch.ones(8), atol=1e-5)
+        want = eager(x).numpy()
+        probs, digests = (t.numpy() for t in torch.jit.load(str(version / "model.pt"))(x))
+    session = ort.InferenceSession(str(version / "model.onnx"))
+    assert [(i.name, i.type) for i in session.get_inputs()] == [(IMAGE.name, "tensor(uint8)")]
+    assert [(o.name, o.type) for o in session.get_outputs()] == [(PROBS.name, "tensor(float)"),
+                                                                 (CONTRACT.name, "tensor(uint8)")]
+    onnx_probs, onnx_digests = session.run(None, {IMAGE.name: x.numpy()})
+    for p, d in ((probs, digests), (onnx_probs, onnx_digests)):
+        assert p.dtype == np.float32 and p.shape == (8, 19) and np.abs(p - want).max() < 1e-4
+        assert np.allclose(p.sum(1), 1, atol=1e-5)
+        assert d.dtype == np.uint8 and all(bytes(row) == digest for row in d)
+
+
+def test_torchscript_archive_stays_readable_by_libtorch_2_5(exported):
+    """Triton 24.10's pytorch backend is libtorch 2.5: a newer archive format or operator version would
+    not load there, though it loads here. (Today: archive version 4, operator versions up to 10.)"""
+    path = exported / "artroute" / "1" / "model.pt"
+    record, operators = torchscript_versions(path)
+    with zipfile.ZipFile(path) as z:
+        assert any(n.endswith("/version") for n in z.namelist())
+    assert 1 <= record <= LIBTORCH_2_5_MAX_FILE_FORMAT
+    assert operators <= LIBTORCH_2_5_MAX_FILE_FORMAT
+    assert torch._C._get_max_operator_version() <= LIBTORCH_2_5_MAX_FILE_FORMAT
+
+
+def trainer_export(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trainer", "export", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_export_refuses_a_version_that_takes_other_images(run, exported, tmp_path):
+    """The worker prepares an image before it knows which version answers: one input size per model name."""
+    repo = tmp_path / "repo"
+    shutil.copytree(exported, repo)
+    v2 = repo / "artroute" / "2" / "contract.json"
+    v2.write_text(ModelContract.model_validate_json(v2.read_text()).model_copy(update={"input_size": (64, 64)})
+                  .model_dump_json())
+    r = trainer_export("--run", str(run), "--repository", str(repo))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "python -m trainer export: error: model 'artroute' version 2 takes other images: input size [48, 48] "
+        "differs from [64, 64] — export under a new --model-name"]
+    assert sorted(p.name for p in (repo / "artroute").iterdir()) == ["1", "2", "config.pbtxt", "configs"]
+    r = trainer_export("--run", str(run), "--repository", str(repo), "--model-name", "artroute-48")
+    assert r.returncode == 0, r.stderr
+    assert (repo / "artroute-48" / "1" / "contract.json").is_file()
+
+
+def test_export_refuses_to_join_versions_exported_without_a_contract(run, tmp_path):
+    old = tmp_path / "repo" / "artroute" / "1"
+    old.mkdir(parents=True)
+    (old / "model.pt").write_bytes(b"an export from before the model contract")
+    r = trainer_export("--run", str(run), "--repository", str(tmp_path / "repo"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "no contract.json" in r.stderr and "--model-name" in r.stderr
 
 
 def test_quick_train_and_export_is_fast_and_learns(tmp_path):
@@ -102,60 +180,37 @@ def test_quick_train_and_export_is_fast_and_learns(tmp_path):
     start = time.perf_counter()
     version = quick_train_and_export(corpus.parent, tmp_path / "repo", run_dir=tmp_path / "quick")
     assert time.perf_counter() - start < 120
-    meta = json.loads((version / "metadata.json").read_text())
-    assert version == tmp_path / "repo" / "artroute" / "1" and len(meta["labels"]) == 5
-    assert meta["metrics"]["test"]["top1"] > 0.5  # chance is 0.2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    c = ModelContract.model_validate_json((version / "contract.json").read_text())
+    assert version == tmp_path / "repo" / "artroute" / "1" and len(c.labels) == 5
+    assert all(lb.department_ids == [] for lb in c.labels)  # the rows carry no department ids
+    assert c.metrics["test"]["top1"] > 0.5  # chance is 0.2
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (PYTRITON / "bin" / "tritonserver").is_file(), reason="pytriton's tritonserver not installed")
-def test_triton_cpu_config_serves_the_export(run, tmp_path):
+@pytest.mark.parametrize("config", ["cpu", "cpu-onnx"])
+def test_triton_cpu_configs_serve_the_export(run, exported, tmp_path, config):
     import tritonclient.http as http
 
-    export_run(run, tmp_path / "repo")
-    backend = tmp_path / "backends" / "python"
-    backend.mkdir(parents=True)
-    for f in (PYTRITON / "backends" / "python").iterdir():
-        (backend / f.name).symlink_to(f)
-    (backend / "triton_python_backend_stub").symlink_to(PYTRITON / "python_backend_stubs/3.11/triton_python_backend_stub")
-    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    server = subprocess.Popen(
-        [str(PYTRITON / "bin" / "tritonserver"), f"--model-repository={tmp_path / 'repo'}",
-         f"--backend-directory={tmp_path / 'backends'}", "--model-config-name=cpu", "--strict-readiness=false",
-         "--http-address=127.0.0.1", "--grpc-address=127.0.0.1", f"--http-port={http_port}",
-         f"--grpc-port={grpc_port}", f"--metrics-port={metrics_port}", "--exit-timeout-secs=5"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    from streams.stack.processes import free_port
+    from streams.stack.servers import TritonServer, triton_home
+
+    if not (triton_home() / "bin" / "tritonserver").is_file():
+        pytest.skip("pytriton's tritonserver not installed")
+    server = TritonServer(tmp_path, exported, free_port(), free_port(), free_port(), config)
     try:
-        client = http.InferenceServerClient(f"127.0.0.1:{http_port}")
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if client.is_model_ready("artroute"):
-                    break
-            except Exception:
-                pass
-            time.sleep(0.5)
-        assert client.is_model_ready("artroute")
+        server.start(120)
+        client = http.InferenceServerClient(server.http_url.removeprefix("http://"))
         x = serving_batch(run, 48).numpy()
-        inp = http.InferInput("IMAGE__0", list(x.shape), "UINT8")
+        inp = http.InferInput(IMAGE.name, list(x.shape), IMAGE.dtype)
         inp.set_data_from_numpy(x)
-        probs = client.infer("artroute", [inp]).as_numpy("PROBS__0")
-        traced = torch.jit.load(str(tmp_path / "repo" / "artroute" / "1" / "model.pt"))
+        result = client.infer("artroute", [inp])
+        assert result.get_response()["model_version"] == "2"  # Triton serves the newest version
+        traced = torch.jit.load(str(exported / "artroute" / "2" / "model.pt"))
         with torch.no_grad():
-            assert np.abs(traced(torch.from_numpy(x)).numpy() - probs).max() < 1e-5
-        params = client.get_model_config("artroute")["parameters"]
-        assert json.loads(params["artroute_labels"]["string_value"]) == load_model(run)[0].classes
+            assert np.abs(traced(torch.from_numpy(x))[0].numpy() - result.as_numpy(PROBS.name)).max() < 1e-5
+        digest = ModelContract.model_validate_json((exported / "artroute" / "2" / "contract.json").read_text()).digest()
+        assert all(bytes(row) == digest for row in result.as_numpy(CONTRACT.name))
+        assert contracts_of(read_config(exported / "artroute" / VARIANT_FILES[config]))[2].digest() == digest
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        server.process.stop()
+        server.remove_leftover_shm()

@@ -34,6 +34,13 @@ def test_real_departments_json(shared_dir):
     assert {d.departmentId: d.label for d in resp.departments} == DEPARTMENT_LABELS
 
 
+async def test_fake_departments_are_the_real_response(fake_api, shared_dir):
+    """The fake's /departments (names from the met-19 taxonomy) is the real API's response, value for value."""
+    real = json.loads((shared_dir / "data/met-api/departments.json").read_text())
+    async with aiohttp.ClientSession() as s, s.get(f"{fake_api.base_url}/departments") as r:
+        assert await r.json() == real
+
+
 def test_real_object_payloads(shared_dir):
     paths = sorted((shared_dir / "data/met-api/objects").glob("*.json"))
     assert len(paths) >= 3

@@ -87,7 +87,8 @@ def test_slides_reuse_the_report_figures(written):
 def test_missing_run_directory_is_one_line_exit_2(tmp_path):
     proc = subprocess.run(trainer_cmd("report", "--run", str(tmp_path / "nope")), capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"trainer report: error: {tmp_path / 'nope'}: no such run directory"]
+    assert proc.stderr.strip().splitlines() == [
+        f"python -m trainer report: error: {tmp_path / 'nope'}: no such run directory"]
 
 
 def test_unfinished_run_is_one_line_exit_2(run_dir, tmp_path):

@@ -5,9 +5,8 @@ import json
 
 import pytest
 
-from streams.worker.decisions import met_department_id
+from streams.contract.taxonomy import agreed_department_ids, load_taxonomy
 from trainer.metapi.models import DEPARTMENT_ALIASES, DEPARTMENT_LABELS
-from streams.contract.taxonomy import load_taxonomy
 
 
 @pytest.mark.parametrize("name,n_classes", [("met-19", 19), ("met-6", 6)])
@@ -23,9 +22,20 @@ def test_every_met_department_name_maps_to_exactly_one_class(name, n_classes):
             assert dept_id in tax.classes[index[alias]].department_ids
 
 
-def test_met19_classes_are_the_departments_and_routing_resolves_their_ids(shared_dir):
+def test_met19_classes_are_the_real_departments(shared_dir):
+    api = json.loads((shared_dir / "data/met-api/departments.json").read_text())["departments"]
     tax = load_taxonomy("met-19")
-    served = {c.name: met_department_id(c.name) for c in tax.classes}
-    assert sorted(served.values()) == sorted(d["departmentId"] for d in json.loads(
-        (shared_dir / "data/met-api/departments.json").read_text())["departments"])
-    assert all(served[c.name] == c.department_ids[0] for c in tax.classes)
+    assert [c.department_ids for c in tax.classes] == [[d["departmentId"]] for d in api]
+    index = tax.label_to_index()
+    for d in api:  # every display name routes to its own department
+        assert tax.classes[index[d["displayName"]]].department_ids == [d["departmentId"]]
+
+
+def test_corpus_taxonomy_takes_department_ids_the_rows_agree_on():
+    rows = [("Egyptian Art", 10), ("Egyptian Art", 10), ("Vases", None), ("Mixed", 3), ("Mixed", 4),
+            ("Partly", 5), ("Partly", None)]
+    ids = agreed_department_ids(rows)
+    assert ids == {"Egyptian Art": [10]}
+    tax = load_taxonomy("corpus", (label for label, _ in rows), ids)
+    assert {c.name: c.department_ids for c in tax.classes} == {"Egyptian Art": [10], "Mixed": [], "Partly": [],
+                                                              "Vases": []}

@@ -1,23 +1,20 @@
-"""What every corpus builder shares: image checks, the corpus.json sidecar, finishing a corpus, and the
-one-line-error convention of the corpus commands (exit code 2, no traceback)."""
+"""What every corpus builder shares: image checks, the corpus.json sidecar, finishing a corpus, and
+`CorpusInputError` (bad input, reported by the CLI dispatcher as one line, exit code 2)."""
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import json
 import os
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from trainer.corpus.manifest import (ManifestError, ManifestRow, label_counts, unify_duplicate_splits,
-                                     write_manifest)
+from streams.contract.cli import UserError
+from trainer.corpus.manifest import ManifestRow, label_counts, unify_duplicate_splits, write_manifest
 
 CORPUS_INFO_NAME = "corpus.json"
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "GIF": ".gif", "BMP": ".bmp"}
@@ -28,7 +25,7 @@ class BadImage(ValueError):
     """Bytes that are not a fully decodable image."""
 
 
-class CorpusInputError(ValueError):
+class CorpusInputError(UserError):
     """Bad input to a corpus command; the message names the file (and line) and is shown as is."""
 
 
@@ -91,15 +88,3 @@ def utc_now() -> str:
 
 def jsonable_args(args: Any) -> dict[str, Any]:
     return json.loads(json.dumps(vars(args), default=str))
-
-
-def one_line_errors(main: Callable[[Any], int]) -> Callable[[Any], int]:
-    """Wrap a command's main: bad input prints ``error: <file>:<line>: <what>`` and returns 2."""
-    @functools.wraps(main)
-    def wrapper(args: Any) -> int:
-        try:
-            return main(args)
-        except (CorpusInputError, ManifestError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    return wrapper

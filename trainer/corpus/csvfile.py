@@ -19,7 +19,7 @@ import argparse
 import csv
 from pathlib import Path
 
-from trainer.corpus.common import CorpusInputError, one_line_errors
+from trainer.corpus.common import CorpusInputError
 from trainer.corpus.files import META_COLUMNS, Item, add_common_arguments, is_url, run_build
 
 SPLITS = ("train", "val", "test")
@@ -81,7 +81,6 @@ def _item(row: dict, where: str, base: Path, path_col: str, label_col: str, spli
     return Item(source=source, label=label, object_id=oid, split=split or None, where=where, meta=meta)
 
 
-@one_line_errors
 def main(args: argparse.Namespace) -> int:
     items = read_items(Path(args.file), args.path_column, args.label_column, args.split_column, args.id_column)
     return run_build(items, args, source="csv")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from trainer.corpus.common import IMAGE_SUFFIXES, CorpusInputError, one_line_errors
+from trainer.corpus.common import IMAGE_SUFFIXES, CorpusInputError
 from trainer.corpus.files import Item, add_common_arguments, run_build
 
 SPLITS = ("train", "val", "test")
@@ -47,6 +47,5 @@ def scan(root: Path) -> list[Item]:
     return items
 
 
-@one_line_errors
 def main(args: argparse.Namespace) -> int:
     return run_build(scan(Path(args.dir)), args, source="folder")

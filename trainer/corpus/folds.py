@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 from collections import defaultdict
 from pathlib import Path
 
-from trainer.corpus.common import CorpusInfo, CorpusInputError, finish_corpus, jsonable_args, one_line_errors, utc_now
-from trainer.corpus.manifest import ManifestRow, dumps_summary, manifest_path, read_manifest, resolve_image
+from trainer.corpus.common import CorpusInfo, CorpusInputError, finish_corpus, jsonable_args, utc_now
+from trainer.corpus.manifest import ManifestRow, dumps_summary, manifest_path, read_manifest, relocate
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -62,14 +61,10 @@ def resplit(rows: list[ManifestRow], source_dir: Path, out: Path, folds: int, fo
     new = []
     for r in rows:
         f = of[r.sha256]
-        split = "test" if f == fold else "val" if f == val else "train"
-        src = resolve_image(source_dir, r)
-        path = src if isinstance(src, str) else os.path.relpath(src.resolve(), out.resolve())
-        new.append(r.model_copy(update={"split": split, "path": path}))
+        new.append(relocate(r, source_dir, out, split="test" if f == fold else "val" if f == val else "train"))
     return new
 
 
-@one_line_errors
 def main(args: argparse.Namespace) -> int:
     manifest = manifest_path(args.corpus)
     if not manifest.is_file():

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from streams.contract.cli import UserError
+
 Split = Literal["train", "val", "test"]
 MANIFEST_NAME = "manifest.jsonl"
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError):
     """A manifest line that does not parse; the message names the file and line."""
 
 
@@ -108,6 +111,13 @@ def write_manifest(path: str | Path, rows: Iterable[ManifestRow]) -> Path:
 def resolve_image(manifest_dir: Path, row: ManifestRow) -> Path | str:
     """Local path of a row's image, or its s3:// URL unchanged."""
     return row.path if row.path.startswith("s3://") else manifest_dir / row.path
+
+
+def relocate(row: ManifestRow, source_dir: Path, out: Path, **update) -> ManifestRow:
+    """The row with its image path rewritten relative to `out` (s3:// paths unchanged), plus `update`."""
+    src = resolve_image(source_dir, row)
+    path = src if isinstance(src, str) else Path(os.path.relpath(src.resolve(), out.resolve())).as_posix()
+    return row.model_copy(update={"path": path, **update})
 
 
 def label_counts(rows: Iterable[ManifestRow]) -> dict[str, dict[str, int]]:

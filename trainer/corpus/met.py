@@ -21,10 +21,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from tqdm import tqdm
 
-from trainer.corpus.common import CorpusInfo, finish_corpus, inspect_image, utc_now, write_atomic
+from trainer.corpus.common import CorpusInfo, CorpusInputError, finish_corpus, inspect_image, utc_now, write_atomic
 from trainer.corpus.manifest import ManifestRow, assign_split
 from trainer.metapi.client import ClientConfig, FetchError, MetClient
 from trainer.metapi.models import DEPARTMENT_LABELS, Department, MetObject, department_id
@@ -73,7 +73,7 @@ class Journal:
             for line in text.splitlines():
                 try:
                     e = JournalEntry.model_validate_json(line)
-                except ValueError:
+                except ValidationError:  # a line torn by a crash mid-write
                     continue
                 self.entries[(e.department_id, e.object_id)] = e
             if text and not text.endswith("\n"):
@@ -115,7 +115,7 @@ class Harvester:
         for want in self.cfg.departments:
             i = int(want) if want.strip().isdigit() else department_id(want)
             if i not in known:
-                raise ValueError(f"unknown department {want!r}; known: "
+                raise CorpusInputError(f"unknown department {want!r}; known: "
                                  + ", ".join(f"{d.departmentId} {d.label}" for d in deps))
             chosen.append(known[i])
         return chosen
@@ -240,7 +240,7 @@ def prune_images(out: Path, rows: list[ManifestRow]) -> int:
 async def harvest(cfg: HarvestConfig, args: dict | None = None) -> tuple[list[ManifestRow], list[DepartmentSummary]]:
     """Run (or resume) a harvest and write the corpus; returns its rows and per-department summaries."""
     cfg.out.mkdir(parents=True, exist_ok=True)
-    async with MetClient(cfg.client, seed=cfg.seed) as client:
+    async with MetClient(cfg.client) as client:
         h = Harvester(cfg, client)
         rows = await h.run()
     skipped: Counter[str] = Counter()

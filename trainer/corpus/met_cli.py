@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from trainer.corpus.common import jsonable_args, one_line_errors
+from streams.contract.cli import invalid_option
+from trainer.corpus.common import CorpusInputError, jsonable_args
 from trainer.corpus.met import HarvestConfig, format_summary, harvest
-from trainer.metapi.client import DEFAULT_BASE_URL, MAX_RPS, ClientConfig, FetchError
+from trainer.metapi.client import DEFAULT_BASE_URL, MAX_RPS, ClientConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,25 +54,14 @@ def config_from_args(args: argparse.Namespace) -> HarvestConfig:
                          concurrency=args.concurrency, progress=not args.no_progress, client=client)
 
 
-@one_line_errors
 def main(args: argparse.Namespace) -> int:
     if str(args.out).startswith("s3://"):
-        print("error: --out s3://… is not supported yet; harvest to a directory and copy it", file=sys.stderr)
-        return 2
+        raise CorpusInputError("--out s3://… is not supported yet; harvest to a directory and copy it")
     try:
         cfg = config_from_args(args)
     except ValidationError as e:
-        err = e.errors()[0]
-        print(f"error: --{err['loc'][-1]}: {err['msg']}".replace("_", "-"), file=sys.stderr)
-        return 2
-    try:
-        rows, summaries = asyncio.run(harvest(cfg, jsonable_args(args)))
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except FetchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        raise invalid_option(e) from None
+    rows, summaries = asyncio.run(harvest(cfg, jsonable_args(args)))
     print(format_summary(summaries, rows))
     print(f"wrote {cfg.out / 'manifest.jsonl'} and {cfg.out / 'corpus.json'}")
     return 0

@@ -3,15 +3,16 @@ only ``base_url`` differs.
 
 Every HTTP attempt, retries included, first takes a slot from a global `RateLimiter` (API calls and image
 downloads have one limiter each; the museum asks for at most 80 requests/s). Timeouts, connection errors,
-truncated or unparsable bodies, 403, 429 and 5xx are retried with exponential backoff and full jitter,
-honouring ``Retry-After``; a 404 returns None (withdrawn object, missing image) and is counted.
+truncated or unparsable bodies, 403 (the API's rate limit), 408, 429 and 5xx are retried under the
+project's one retry policy (`streams.contract.retry`: exponential backoff with jitter, honouring
+``Retry-After``); a 404 returns None (withdrawn object, missing image) and is counted.
 """
 from __future__ import annotations
 
 import asyncio
 import email.utils
 import inspect
-import random
+import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -20,6 +21,8 @@ from typing import Any, TypeVar
 import aiohttp
 from pydantic import BaseModel, Field, ValidationError
 
+from streams.contract.cli import UserError
+from streams.contract.retry import RetryPolicy, call_with_retries
 from trainer.metapi.models import Department, DepartmentsResponse, MetObject, ObjectIdsResponse
 from trainer.metapi.ratelimit import RateLimiter
 
@@ -36,23 +39,30 @@ class ClientConfig(BaseModel):
     margin_s: float = Field(0.04, ge=0, description="Extra seconds per rate window against jitter.")
     timeout_s: float = Field(30.0, gt=0, description="Total timeout of one HTTP attempt.")
     retries: int = Field(6, ge=0, description="Retries after the first attempt.")
-    backoff_s: float = Field(0.5, gt=0, description="First backoff; doubles per retry, full jitter.")
+    backoff_s: float = Field(0.5, gt=0, description="First backoff; doubles per retry, with jitter.")
     backoff_cap_s: float = Field(30.0, gt=0, description="Longest backoff and longest Retry-After honoured.")
     connections: int = Field(64, ge=1, description="Open connections at most.")
 
 
-class FetchError(RuntimeError):
+class FetchError(UserError):
     """A request that still failed after all retries (or with a status that is never retried)."""
 
 
+class TransientFailure(Exception):
+    """One attempt that failed in a way worth retrying; `retry_after`: the server's requested wait (s)."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class MetClient:
-    def __init__(self, config: ClientConfig | None = None, seed: int | None = None):
+    def __init__(self, config: ClientConfig | None = None):
         self.config = config or ClientConfig()
         self.base_url = self.config.base_url.rstrip("/")
         self.api_limiter = RateLimiter(self.config.rps, margin=self.config.margin_s)
         self.image_limiter = RateLimiter(self.config.image_rps, margin=self.config.margin_s)
         self.stats: Counter[str] = Counter()
-        self._rng = random.Random(seed)
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> MetClient:
@@ -94,47 +104,55 @@ class MetClient:
     # --- the one request path ----------------------------------------------------------------------
     async def _get(self, url: str, parse: Callable[[bytes], T | Awaitable[T]], params: dict | None = None,
                    limiter: RateLimiter | None = None, kind: str = "api") -> T | None:
+        """One GET under the project's retry policy (streams.contract.retry): transient failures are
+        retried up to `retries` times, a status that is never retried raises at once."""
         assert self._session is not None, "use `async with MetClient(...)`"
         limiter = limiter or self.api_limiter
-        last = "no attempt"
-        for attempt in range(self.config.retries + 1):
-            if attempt:
-                self.stats[f"{kind}_retries"] += 1
+        attempts = 0
+
+        async def attempt() -> T | None:
+            nonlocal attempts
+            attempts += 1
             await limiter.acquire()
             self.stats[f"{kind}_requests"] += 1
-            retry_after = 0.0
             try:
                 async with self._session.get(url, params=params) as resp:
                     if resp.status == 404:
                         self.stats[f"{kind}_404"] += 1
                         return None
                     if resp.status == 200:
-                        body = await resp.read()
-                        result = parse(body)
+                        result = parse(await resp.read())
                         return await result if inspect.isawaitable(result) else result
-                    last = f"HTTP {resp.status}"
                     self.stats[f"{kind}_http_{resp.status}"] += 1
                     if resp.status not in RETRY_STATUSES:
-                        break
-                    retry_after = _retry_after(resp.headers.get("Retry-After"))
+                        raise FetchError(f"GET {url}: HTTP {resp.status}")
+                    wait = min(_retry_after(resp.headers.get("Retry-After")), self.config.backoff_cap_s)
+                    raise TransientFailure(f"HTTP {resp.status}", wait or None)
             except asyncio.TimeoutError:
-                last = "timeout"
                 self.stats[f"{kind}_timeouts"] += 1
+                raise TransientFailure("timeout") from None
             except aiohttp.ClientError as e:
-                last = f"{type(e).__name__}: {e}".strip()
                 self.stats[f"{kind}_connection_errors"] += 1
+                raise TransientFailure(f"{type(e).__name__}: {e}".strip()) from None
             except (ValidationError, ValueError, OSError) as e:
-                last = f"bad body: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                 self.stats[f"{kind}_bad_bodies"] += 1
-            if attempt < self.config.retries:
-                await asyncio.sleep(self._backoff(attempt, retry_after))
-        self.stats[f"{kind}_failures"] += 1
-        raise FetchError(f"GET {url}: {last} (after {attempt + 1} attempts)")
+                raise TransientFailure(f"bad body: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") \
+                    from None
 
-    def _backoff(self, attempt: int, retry_after: float) -> float:
-        cap = self.config.backoff_cap_s
-        jittered = self._rng.uniform(0, min(cap, self.config.backoff_s * 2 ** attempt))
-        return max(min(retry_after, cap), jittered)
+        def retried(*_) -> None:
+            self.stats[f"{kind}_retries"] += 1
+
+        policy = RetryPolicy(what=f"GET {url}", initial_s=self.config.backoff_s, max_s=self.config.backoff_cap_s,
+                             attempts=self.config.retries + 1, log_level=logging.DEBUG)  # counted in stats instead
+        try:
+            return await call_with_retries(attempt, transient=lambda e: isinstance(e, TransientFailure),
+                                           policy=policy, on_retry=retried)
+        except TransientFailure as e:
+            self.stats[f"{kind}_failures"] += 1
+            raise FetchError(f"GET {url}: {e} (after {attempts} attempts)") from None
+        except FetchError:
+            self.stats[f"{kind}_failures"] += 1
+            raise
 
 
 def _retry_after(value: str | None) -> float:

@@ -1,6 +1,7 @@
 """An offline fake of the MET Collection API: a real aiohttp server on 127.0.0.1.
 
-It serves the real response shapes (``/departments`` with ids 1, 3–19, 21 and the real display names;
+It serves the real response shapes (``/departments`` with ids 1, 3–19, 21 and the real display names,
+from the met-19 taxonomy and checked against the real response in tests;
 ``/objects?departmentIds=…``; ``/objects/{id}`` payloads with the real fields, empty strings and nulls),
 built from the real records in ../shared/data/met-api when present and topped up with generated ones
 (see `trainer.metapi.records`). Images are generated JPEGs whose colour and stripe pattern depend on the
@@ -34,13 +35,10 @@ from aiohttp import web
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from trainer.metapi.models import DEPARTMENT_LABELS, department_id
+from trainer.metapi.models import DEPARTMENT_LABELS, DISPLAY_NAMES, department_id
 from trainer.metapi.records import IMAGE_PLACEHOLDER, build_records
 
 API_PREFIX = "/public/collection/v1"
-# the real /departments response: display names differ from object records in four places
-DISPLAY_NAMES = {**DEPARTMENT_LABELS, 1: "American Decorative Arts", 8: "The Costume Institute",
-                 15: "The Robert Lehman Collection", 21: "Modern Art"}
 
 
 class Faults(BaseModel):

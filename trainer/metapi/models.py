@@ -7,13 +7,16 @@ new API field does not break a harvest.
 
 Department names: the ``department`` string inside object records differs from the ``/departments``
 display name in four places. Every name is normalised to one canonical label per department id — the
-name the museum uses today, which is also the name object records and MetObjects.csv carry.
+name the museum uses today, which is also the name object records and MetObjects.csv carry. The names
+and ids come from the met-19 taxonomy (streams/contract/taxonomies/met-19.yaml), the one table of them.
 """
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from streams.contract.taxonomy import load_taxonomy
 
 
 def _none_to_empty(v: Any) -> Any:
@@ -22,36 +25,16 @@ def _none_to_empty(v: Any) -> Any:
 
 Text = Annotated[str, BeforeValidator(_none_to_empty)]
 
-# department id -> canonical label (the name object records carry).
-DEPARTMENT_LABELS: dict[int, str] = {
-    1: "The American Wing",
-    3: "Ancient Near Eastern Art",
-    4: "Arms and Armor",
-    5: "Arts of Africa, Oceania, and the Americas",
-    6: "Asian Art",
-    7: "The Cloisters",
-    8: "Costume Institute",
-    9: "Drawings and Prints",
-    10: "Egyptian Art",
-    11: "European Paintings",
-    12: "European Sculpture and Decorative Arts",
-    13: "Greek and Roman Art",
-    14: "Islamic Art",
-    15: "Robert Lehman Collection",
-    16: "The Libraries",
-    17: "Medieval Art",
-    18: "Musical Instruments",
-    19: "Photographs",
-    21: "Modern and Contemporary Art",
-}
-# the other names a department goes by: /departments display names and the website's newer name.
-DEPARTMENT_ALIASES: dict[str, int] = {
-    "American Decorative Arts": 1,
-    "The Costume Institute": 8,
-    "The Robert Lehman Collection": 15,
-    "Modern Art": 21,
-    "Ancient West Asian Art": 3,
-}
+# The MET's departments, from the one table of them: the met-19 taxonomy (each class: its department id,
+# the name object records carry first, then every other name the department goes by).
+MET_TAXONOMY = "met-19"
+_MET = load_taxonomy(MET_TAXONOMY)
+DEPARTMENT_LABELS: dict[int, str] = {c.department_ids[0]: c.labels[0] for c in _MET.classes}
+"""department id -> canonical label (the name object records and MetObjects.csv carry)."""
+DISPLAY_NAMES: dict[int, str] = {c.department_ids[0]: c.display_name or c.name for c in _MET.classes}
+"""department id -> the /departments displayName."""
+DEPARTMENT_ALIASES: dict[str, int] = {name: c.department_ids[0] for c in _MET.classes for name in c.labels[1:]}
+"""the other names a department goes by: /departments display names and the website's newer names."""
 _BY_NAME: dict[str, int] = {name.casefold(): i for i, name in DEPARTMENT_LABELS.items()}
 _BY_NAME.update({name.casefold(): i for name, i in DEPARTMENT_ALIASES.items()})
 
