@@ -119,6 +119,26 @@ def fit_run(run_dir: str | Path, cfg: TrustConfig | None = None, corpus: str | N
                unfamiliar.default_taps(model))
 
 
+def for_export(run_dir: str | Path, target_accuracy: float, delta: float) -> tuple[RoutingRule, unfamiliar.Unfamiliarity]:
+    """The rule for `target_accuracy`/`delta` and the score of a run: those `trainer evaluate` saved (the rule
+    refitted from the stored val predictions when it was fitted for another target), else fitted now from the
+    run's train and val photos (`fit_run`)."""
+    import json
+
+    rule, scorer = read_rule(run_dir), unfamiliar.load(run_dir)
+    if rule is None or scorer is None:
+        return fit_run(run_dir, TrustConfig(target_accuracy=target_accuracy, delta=delta))
+    if (rule.target_accuracy, rule.delta) == (target_accuracy, delta):
+        return rule, scorer
+    for path in sorted(Path(run_dir).glob("eval_*.json")):
+        ev = json.loads(path.read_text(encoding="utf-8"))
+        if ev.get("val_predictions") and ev.get("trust", {}).get("rule") == rule.model_dump(mode="json"):
+            return RoutingRule.model_validate(refit(ev, target_accuracy, delta)["trust"]["rule"]), scorer
+    cfg = TrustConfig(target_accuracy=target_accuracy, delta=delta, set_coverage=rule.set_coverage,
+                      false_alarm=rule.unfamiliar_false_alarm or TrustConfig().false_alarm, k=scorer.k)
+    return fit_run(run_dir, cfg)
+
+
 def read_rule(run_dir: str | Path) -> RoutingRule | None:
     path = Path(run_dir) / RULE_FILE
     return RoutingRule.model_validate_json(path.read_text(encoding="utf-8")) if path.is_file() else None
