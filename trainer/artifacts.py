@@ -1,8 +1,9 @@
 """The served model files of one version: TorchScript (model.pt) and ONNX (model.onnx).
 
 Both compute, from uint8 NCHW images, the calibrated probabilities (normalisation -> network -> /T ->
-softmax) and the version's contract digest per row (`Stamped`), with the tensor names and dtypes of
-`streams.contract.model`. Each file is checked against the eager model on a fresh batch of another size
+softmax) and the version's contract digest per row (`Stamped`), and, for a model with an unfamiliarity
+score (`trainer.unfamiliar.Trusted`), the score per row as a third output, with the tensor names and
+dtypes of `streams.contract.model`. Each file is checked against the eager model on a fresh batch of another size
 than it was exported with (dynamic batch), and the TorchScript archive against what libtorch 2.5 (Triton
 24.10's pytorch backend) reads.
 """
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from streams.contract.model import CONTRACT, DIGEST_BYTES, IMAGE, PROBS
+from streams.contract.model import CONTRACT, DIGEST_BYTES, IMAGE, PROBS, UNFAMILIAR
 from trainer.models import ModelError
 
 PARITY_ATOL = 1e-4
@@ -29,17 +30,26 @@ archive `version` record, and operator version, it loads."""
 
 
 class Stamped(nn.Module):
-    """(probabilities, contract digest per row): the served model says which contract its output is in."""
+    """(probabilities, contract digest per row[, unfamiliarity (N, 1)]): the served model says which contract
+    its output is in. `unfamiliar`: `model` returns (probabilities, unfamiliarity (N,)) (`Trusted`)."""
 
-    def __init__(self, model: nn.Module, digest: bytes):
+    def __init__(self, model: nn.Module, digest: bytes, unfamiliar: bool = False):
         super().__init__()
         if len(digest) != DIGEST_BYTES:
             raise ValueError(f"digest of {len(digest)} bytes, expected {DIGEST_BYTES}")
-        self.model = model
+        self.model, self.unfamiliar = model, unfamiliar
         self.register_buffer("digest", torch.tensor(list(digest), dtype=torch.uint8).view(1, DIGEST_BYTES))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(x), self.digest.expand(x.shape[0], DIGEST_BYTES)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        stamp = self.digest.expand(x.shape[0], DIGEST_BYTES)
+        if self.unfamiliar:
+            probs, u = self.model(x)
+            return probs, stamp, u.float().view(-1, 1)
+        return self.model(x), stamp
+
+    @property
+    def output_names(self) -> list[str]:
+        return [PROBS.name, CONTRACT.name, *([UNFAMILIAR.name] if self.unfamiliar else [])]
 
 
 def _batches(size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,10 +60,13 @@ def _batches(size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _check_parity(what: str, got: tuple, want: tuple) -> None:
-    probs, digest = (np.asarray(t) for t in got)
-    diff = float(np.abs(probs - want[0].numpy()).max())
-    if diff >= PARITY_ATOL:
-        raise ModelError(f"{what} differs from eager by {diff:.2e} (>= {PARITY_ATOL})")
+    probs, digest, *rest = (np.asarray(t) for t in got)
+    if len(rest) != len(want) - 2:
+        raise ModelError(f"{what} returns {len(got)} outputs, eager {len(want)}")
+    for name, a, b in ((PROBS.name, probs, want[0]), *((UNFAMILIAR.name, rest[0], want[2]) for _ in rest)):
+        diff = float(np.abs(a - b.numpy()).max())
+        if a.shape != tuple(b.shape) or diff >= PARITY_ATOL:
+            raise ModelError(f"{what}: {name} differs from eager by {diff:.2e} (>= {PARITY_ATOL}) or in shape")
     if digest.dtype != np.uint8 or not np.array_equal(digest, want[1].numpy()):
         raise ModelError(f"{what} does not return the contract digest of every row")
 
@@ -75,11 +88,11 @@ def export_onnx(model: Stamped, size: int, path: Path) -> None:
     batch = torch.export.Dim("batch", min=1, max=4096)
     with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():  # the exporter narrates its steps
         torch.onnx.export(model, (example,), str(path), input_names=[IMAGE.name],
-                          output_names=[PROBS.name, CONTRACT.name], opset_version=ONNX_OPSET,
+                          output_names=model.output_names, opset_version=ONNX_OPSET,
                           dynamic_shapes={"x": {0: batch}}, external_data=False, dynamo=True, verbose=False)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
-        _check_parity("ONNX model", tuple(session.run([PROBS.name, CONTRACT.name], {IMAGE.name: check.numpy()})),
+        _check_parity("ONNX model", tuple(session.run(model.output_names, {IMAGE.name: check.numpy()})),
                       model(check))
 
 

@@ -80,12 +80,28 @@ def trivial_augment(img: Image.Image, g: torch.Generator) -> Image.Image:
         return TrivialAugmentWide()(img)
 
 
+def photo_augment(img: Image.Image, g: torch.Generator) -> Image.Image:
+    """A change of photography, each with probability 0.25 (trainer/shift.py's kinds at its strengths, other
+    draws): new backdrop, perspective, colour cast, lighting, then blur or a phone photo."""
+    from trainer.shift import apply_kind
+
+    rng = np.random.default_rng(int(torch.randint(2**62, (), generator=g)))
+    for kind in ("background", "perspective", "colour", "lighting", rng.choice(["blur", "phone"])):
+        if rng.random() < 0.25:
+            img = apply_kind(img, kind, rng)
+    return img
+
+
 def augment(img: Image.Image, size: tuple[int, int], g: torch.Generator, policy: str = "basic") -> np.ndarray:
-    """Random crop (60-100% area, aspect 3/4-4/3), [TrivialAugmentWide], letterbox, horizontal flip,
-    brightness/contrast."""
+    """Random crop (60-100% area, aspect 3/4-4/3), [TrivialAugmentWide | a change of photography],
+    letterbox, horizontal flip, brightness/contrast."""
     def u(lo: float, hi: float) -> float:
         return lo + (hi - lo) * torch.rand((), generator=g).item()
 
+    if policy == "photo":  # the letterbox bars of the stored photo are no part of the scene
+        from trainer.shift import trim_bars
+
+        img = trim_bars(img)
     w, h = img.size
     area = u(0.6, 1.0) * w * h
     ratio = math.exp(u(math.log(3 / 4), math.log(4 / 3)))
@@ -94,6 +110,8 @@ def augment(img: Image.Image, size: tuple[int, int], g: torch.Generator, policy:
     img = img.crop((x0, y0, x0 + cw, y0 + ch))
     if policy == "trivial":
         img = trivial_augment(img, g)
+    elif policy == "photo":
+        img = photo_augment(img, g)
     x = to_model_input(img, size).astype(np.float32)
     if u(0, 1) < 0.5:
         x = x[:, :, ::-1]

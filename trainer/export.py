@@ -8,6 +8,11 @@ probabilities, and are checked against the eager model. Then it rewrites the mod
 for pytorch_libtorch on GPU, configs/onnx.pbtxt, configs/cpu.pbtxt and configs/cpu-onnx.pbtxt for the
 embedded stack), each indexing the contracts of every version in the directory.
 
+With a target accuracy (the CLI's --target-accuracy, default 0.95) the version also gets its routing rule
+and an unfamiliarity score (trainer/trust.py, docs/trust.md): the rule goes into its contract, the score
+into the model files as a third output UNFAMILIAR__2. `--no-routing` exports without both: the worker then
+applies its global thresholds to that version.
+
 A new version may change the labels, their order or the taxonomy (the worker decides each response with
 the contract of the version that answered), but not the input size or resize mode: every version of a
 model name takes the same images. Export refuses such a version; use a new --model-name.
@@ -24,11 +29,13 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from streams.contract.cli import UserError
-from streams.contract.model import Label, ModelContract
+from streams.contract.model import Label, ModelContract, Unfamiliarity
 from streams.contract.taxonomy import CORPUS, TaxonomyError, load_taxonomy
 from streams.contract.triton_config import (CONTRACT_FILE, RUNNER_FILE, VARIANT_FILES, build_config, to_pbtxt)
 from trainer.artifacts import Stamped, check_libtorch_readable, export_onnx, trace
 from trainer.models import Calibrated
+from trainer.trust import for_export
+from trainer.unfamiliar import Trusted
 from trainer.run import RunError, RunInfo, load_model, read_calibration
 
 RUNNER = Path(__file__).with_name("triton_python_model.py")
@@ -107,8 +114,10 @@ def write_configs(model_dir: Path, contracts: list[ModelContract], max_batch_siz
 
 
 def export_run(run_dir: str | Path, repository: str | Path = "model_repository", model_name: str = "artroute",
-               max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> Path:
-    """Write the run as the next version of <repository>/<model_name>; returns the version directory."""
+               max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, target_accuracy: float | None = None,
+               delta: float = 0.1) -> Path:
+    """Write the run as the next version of <repository>/<model_name>; returns the version directory. With
+    `target_accuracy`: with the routing rule for it (and `delta`) and the unfamiliarity output."""
     run_dir, repository = Path(run_dir), Path(repository)
     info, model = load_model(run_dir)
     cal = read_calibration(run_dir)
@@ -117,15 +126,19 @@ def export_run(run_dir: str | Path, repository: str | Path = "model_repository",
     model_dir = repository / model_name
     existing = read_contracts(model_dir) if model_dir.is_dir() else {}
     version = next_version(model_dir) if model_dir.is_dir() else 1
+    rule, scorer = for_export(run_dir, target_accuracy, delta) if target_accuracy is not None else (None, None)
     contract = ModelContract(
         model_name=model_name, version=version, taxonomy=info.taxonomy, labels=labels_of(info),
         input_size=(info.image_size, info.image_size), temperature=cal.temperature,
-        training_data_sha256=info.manifest_sha256, arch=info.arch, run=str(run_dir.resolve()),
+        training_data_sha256=info.manifest_sha256, routing=rule,
+        unfamiliarity=Unfamiliarity(k=scorer.k, taps=scorer.taps, bank_size=len(scorer.bank)) if scorer else None,
+        arch=info.arch, run=str(run_dir.resolve()),
         manifest=info.manifest, mean=info.mean, std=info.std, metrics=_metrics(run_dir, info, cal),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     check_compatible(existing, contract)
 
-    served = Stamped(Calibrated(model, cal.temperature), contract.digest()).eval()
+    inner = Trusted(model, cal.temperature, scorer) if scorer else Calibrated(model, cal.temperature)
+    served = Stamped(inner, contract.digest(), unfamiliar=scorer is not None).eval()
     traced = trace(served, info.image_size)
     model_dir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=model_dir))
@@ -147,24 +160,31 @@ def export_run(run_dir: str | Path, repository: str | Path = "model_repository",
 def quick_train_and_export(corpus_dir: str | Path, repository: str | Path, model_name: str = "artroute",
                            taxonomy: str = "corpus", drop: list[str] | None = None, arch: str = "tiny",
                            image_size: int = 64, epochs: int = 3, max_images: int = 1500,
-                           run_dir: str | Path | None = None, seed: int = 0) -> Path:
-    """Train a small model fast (tiny CNN from scratch, 64 px, 3 epochs: well under 2 min on 2 CPU cores for
-    ~1,500 images) and export it; returns the version directory. For demos with an empty model repository."""
+                           run_dir: str | Path | None = None, seed: int = 0, pretrained: bool = False,
+                           freeze_epochs: int = 0, target_accuracy: float | None = None) -> Path:
+    """Train a small model fast and export it; returns the version directory. For demos and tests with an empty
+    model repository. Default: tiny CNN from scratch, 64 px, 3 epochs (well under 2 min on 2 CPU cores for
+    ~1,500 images); `pretrained` with `freeze_epochs` >= `epochs` trains only the head on the packaged
+    ImageNet backbone (frozen features). `target_accuracy`: export with the routing rule and the
+    unfamiliarity output (fitted on the run's own val and train photos)."""
     from trainer.data import DataError
     from trainer.evaluate import evaluate_run
     from trainer.run import TrainConfig
     from trainer.train import train
+    from trainer.trust import TrustConfig
 
     run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="artroute-quick-"))
     cfg = TrainConfig(corpus=str(corpus_dir), out=str(run_dir), taxonomy=taxonomy, drop=drop or [], arch=arch,
-                      pretrained=False, image_size=image_size, epochs=epochs, freeze_epochs=0, warmup_epochs=0.3,
+                      pretrained=pretrained, image_size=image_size, epochs=epochs, freeze_epochs=freeze_epochs,
+                      warmup_epochs=0.3,
                       batch_size=32, lr=3e-3, workers=0, seed=seed, device="cpu", max_images=max_images)
     train(cfg)
     try:
-        evaluate_run(run_dir, "test", workers=0)
+        evaluate_run(run_dir, "test", workers=0, trust_cfg=TrustConfig(target_accuracy=target_accuracy or 0.95,
+                                                                       shifted=False))
     except DataError:  # a corpus without a test split: export with the val metrics only
         pass
-    return export_run(run_dir, repository, model_name)
+    return export_run(run_dir, repository, model_name, target_accuracy=target_accuracy)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -173,10 +193,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-name", default="artroute", help="model name = directory in the repository (default: artroute)")
     p.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
                    help=f"max_batch_size in every config (default: {DEFAULT_MAX_BATCH_SIZE})")
+    p.add_argument("--target-accuracy", type=float, default=0.95,
+                   help="accuracy the auto-routed decisions of this version must reach on data like the val photos; "
+                        "its routing rule is fitted for it (default: 0.95)")
+    p.add_argument("--delta", type=float, default=0.1,
+                   help="the target holds with probability 1 - delta over the val photos (default: 0.1)")
+    p.add_argument("--no-routing", action="store_true",
+                   help="export without routing rule and unfamiliarity output (the worker's global thresholds apply)")
 
 
 def main(args: argparse.Namespace) -> int:
-    version_dir = export_run(args.run, args.repository, args.model_name, args.max_batch_size)
+    if not args.no_routing and not (0 < args.target_accuracy < 1 and 0 < args.delta < 1):
+        raise ExportError("--target-accuracy and --delta must lie strictly between 0 and 1")
+    version_dir = export_run(args.run, args.repository, args.model_name, args.max_batch_size,
+                             None if args.no_routing else args.target_accuracy, args.delta)
     contract = ModelContract.model_validate_json((version_dir / CONTRACT_FILE).read_text(encoding="utf-8"))
     print(f"exported {args.run} ({contract.arch}, {len(contract.labels)} classes) -> {version_dir}")
+    if contract.routing:
+        r, v = contract.routing, contract.routing.validation
+        print(f"routing rule: auto-route at top-1 >= {r.confidence_threshold:.4f} for accuracy >= {r.target_accuracy} "
+              f"(delta {r.delta}); on val: auto-routed {v.auto_share:.1%}, unfamiliar {v.unfamiliar_share or 0:.1%}"
+              if v else f"routing rule {r.method}")
     return 0

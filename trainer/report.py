@@ -34,6 +34,10 @@ class Prediction(BaseModel):
     pred: str
     confidence: float
     probs: list[float]
+    unfamiliarity: float | None = None
+    auto_route: bool | None = None
+    reason: str | None = None
+    prediction_set: list[str] | None = None
 
 
 class Evaluation(BaseModel):
@@ -46,6 +50,9 @@ class Evaluation(BaseModel):
     temperature: float
     metrics: dict
     predictions: list[Prediction]
+    trust: dict | None = None                   # trainer/trust.py: rule, split, shifted, non_artwork
+    shifted_predictions: list[dict] = []
+    non_artwork_predictions: list[dict] = []
 
 
 class ReportInputs(BaseModel):
@@ -131,6 +138,17 @@ def make_figures(r: ReportInputs) -> dict[str, str]:
                                            m["ece_uncalibrated"], m["ece"], ev.temperature)}
     if any(r.class_counts.values()):
         out["counts"] = figs.class_counts(r.info.classes, r.class_counts)
+    t = ev.trust
+    if t:
+        s = t["split"]
+        out["risk_coverage"] = figs.risk_coverage(s["risk_coverage"]["coverage"], s["risk_coverage"]["risk"],
+                                                  t["rule"]["target_accuracy"] or 0.95,
+                                                  (s["coverage"], s["auto_accuracy"]))
+        out["unfamiliarity"] = figs.unfamiliarity(
+            {f"{ev.split} photos": [p.unfamiliarity for p in ev.predictions if p.unfamiliarity is not None],
+             "shifted photos": [p["unfamiliarity"] for p in ev.shifted_predictions],
+             "non-artwork photos": [p["unfamiliarity"] for p in ev.non_artwork_predictions]},
+            t["rule"]["unfamiliar_threshold"])
     return out
 
 
@@ -217,6 +235,54 @@ def next_steps(r: ReportInputs) -> list[str]:
     return steps
 
 
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def trust_bullets(r: ReportInputs) -> list[str]:
+    t = r.evaluation.trust
+    rule, s = t["rule"], t["split"]
+    never = rule["confidence_threshold"] > 1
+    out = [(f"Rule fitted on {rule['validation']['n']} val photos (Learn-then-Test): auto-route when the calibrated "
+            f"top-1 is at least {rule['confidence_threshold']:.3f}, so that the accuracy of auto-routed decisions is "
+            f"at least {_pct(rule['target_accuracy'])} with probability {_pct(1 - rule['delta'])}"
+            if not never else
+            f"No confidence threshold could be certified for {_pct(rule['target_accuracy'])} accuracy on "
+            f"{rule['validation']['n']} val photos: nothing is auto-routed (more val photos or a lower target)"),
+           f"{r.evaluation.split}: {s['auto_n']} of {s['n']} photos auto-routed ({_pct(s['coverage'])}), "
+           f"{_pct(s['auto_accuracy'])} of them right; the curve reaches {_pct(rule['target_accuracy'])} accuracy "
+           f"up to {_pct(s['coverage_at_target'])} coverage",
+           f"Prediction sets for the curator (classes with p ≥ {rule['set_threshold']:.3f}): hold the true class for "
+           f"{_pct(s['set_coverage'])}, {s['mean_set_size']:.2f} classes on average",
+           f"Unfamiliar above {rule['unfamiliar_threshold']:.3f} ({_pct(rule['unfamiliar_false_alarm'])} of val): "
+           f"{_pct(s['unfamiliar_share'])} of the {r.evaluation.split} photos"]
+    if "non_artwork" in t:
+        na, sh = t["non_artwork"], t["shifted"]["all"]
+        out.append(f"Non-artwork photos ({na['n']}): unfamiliarity AUROC {na['auroc']:.3f}, {_pct(na['unfamiliar_share'])} "
+                   f"flagged unfamiliar, {_pct(na['auto_share'])} auto-routed")
+        out.append(f"Shifted photography ({sh['n']}): top-1 {_pct(sh['top1'])}, AUROC {sh['auroc']:.3f}, "
+                   f"{_pct(sh['auto_share'])} auto-routed at accuracy {_pct(sh['auto_accuracy'])}")
+    return out
+
+
+def shifted_table(r: ReportInputs) -> str:
+    sh = (r.evaluation.trust or {}).get("shifted")
+    if not sh:
+        return ""
+    return table(["change of photography", "photos", "top-1", "auto-routed", "their accuracy", "unfamiliar", "AUROC"],
+                 [[k, v["n"], _pct(v["top1"]), _pct(v["auto_share"]), _pct(v["auto_accuracy"]),
+                   _pct(v["unfamiliar_share"]), f"{v['auroc']:.3f}"] for k, v in sh.items()])
+
+
+def trust_section(r: ReportInputs, f: dict[str, str]) -> list[str]:
+    if not r.evaluation.trust:
+        return []
+    return ["<h2>Routing you can trust</h2>", bullets(trust_bullets(r)),
+            img(f["risk_coverage"], "risk-coverage curve"), shifted_table(r),
+            img(f["unfamiliarity"], "unfamiliarity histograms"),
+            '<p class="muted">Method and how to read these numbers: docs/trust.md.</p>']
+
+
 def bullets(items: list[str]) -> str:
     return "<ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>"
 
@@ -242,6 +308,7 @@ def render_report(r: ReportInputs, f: dict[str, str]) -> str:
              "<p>Reliability diagrams of the split, before and after temperature scaling (the temperature is fitted "
              "on the val split). Bars: accuracy per confidence bin; the dashed diagonal is perfect calibration.</p>",
              img(f["reliability"], "reliability before and after temperature scaling"),
+             *trust_section(r, f),
              "<h2>Most confident correct predictions</h2>", gallery(examples(ev.predictions, True), True),
              "<h2>Most confident mistakes</h2>", gallery(examples(ev.predictions, False), False),
              "<h2>Next steps</h2>", bullets(next_steps(r))]
@@ -266,6 +333,9 @@ def render_slides(r: ReportInputs, f: dict[str, str]) -> str:
         ("Per class", per_class_table(r)),
         ("Calibration", bullets([f"temperature {ev.temperature:.2f}: ECE {m['ece_uncalibrated']:.3f} → {m['ece']:.3f}"])
          + img(f["reliability"], "reliability before and after temperature scaling")),
+        *([("Routing you can trust", bullets(trust_bullets(r)[:2]) + img(f["risk_coverage"], "risk-coverage curve")),
+           ("Unfamiliar photos", bullets(trust_bullets(r)[3:]) + img(f["unfamiliarity"], "unfamiliarity histograms"))]
+          if ev.trust else []),
         ("Examples: most confident right and wrong",
          gallery(examples(ev.predictions, True, 5), True) + gallery(examples(ev.predictions, False, 5), False)),
         ("Next steps", bullets(next_steps(r))),

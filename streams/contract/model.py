@@ -7,11 +7,18 @@ version that answered (docs/model-repository.md, "Rollout"). The tensors:
     IMAGE__0     uint8 [N, 3, H, W]  RGB, letterboxed to H x W (`streams.contract.imaging.to_model_input`)
     PROBS__0     fp32  [N, C]        calibrated class probabilities, in the order of `ModelContract.labels`
     CONTRACT__1  uint8 [N, 32]       `ModelContract.digest()` of the version that computed the row
+    UNFAMILIAR__2 fp32 [N, 1]        how unlike the training photos the image is (only versions whose
+                                     contract has `unfamiliarity`; higher = stranger)
 
 The names follow the libtorch backend's `<name>__<index>` convention (the index is the position in the
 model's inputs / outputs), so one set of names serves pytorch_libtorch, onnxruntime_onnx and the python
 backend. CONTRACT__1 is baked into the model file at export: every response says which labels its
 probabilities are in, whatever config Triton happens to hold.
+
+A version may also carry its routing rule (`routing`: `streams.contract.routing.RoutingRule`, fitted at
+export for a target accuracy, with the unfamiliarity threshold) and say that its model file returns
+UNFAMILIAR__2 (`unfamiliarity`). Versions exported before either have neither: the worker then falls back
+to the global thresholds of its settings (docs/trust.md).
 """
 from __future__ import annotations
 
@@ -19,7 +26,9 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from streams.contract.routing import RoutingRule
 
 DIGEST_BYTES = 32
 RESIZE_MODES = ("letterbox",)
@@ -39,8 +48,20 @@ class TensorSpec(BaseModel):
 IMAGE = TensorSpec(name="IMAGE__0", dtype="UINT8")
 PROBS = TensorSpec(name="PROBS__0", dtype="FP32")
 CONTRACT = TensorSpec(name="CONTRACT__1", dtype="UINT8")
+UNFAMILIAR = TensorSpec(name="UNFAMILIAR__2", dtype="FP32")
 INPUTS = (IMAGE,)
 OUTPUTS = (PROBS, CONTRACT)
+"""What every version returns; UNFAMILIAR where the contract has `unfamiliarity`."""
+
+
+class Unfamiliarity(BaseModel):
+    """How the version's UNFAMILIAR__2 output is computed (trainer/unfamiliar.py); its review threshold is
+    the routing rule's `unfamiliar_threshold`."""
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    method: Literal["knn-cosine"] = "knn-cosine"
+    k: int = Field(ge=1, description="Distance to the k-th nearest training photo.")
+    taps: list[str] = Field(description="Modules whose pooled outputs are the features ([]: the head's input).")
+    bank_size: int = Field(ge=1, description="Training photos in the bank.")
 
 
 class Label(BaseModel):
@@ -69,6 +90,8 @@ class ModelContract(BaseModel):
     resize: str = "letterbox"
     temperature: float = Field(gt=0, description="Calibration temperature (applied inside the model).")
     training_data_sha256: str
+    routing: RoutingRule | None = Field(None, description="The version's routing rule; None: global thresholds.")
+    unfamiliarity: Unfamiliarity | None = Field(None, description="Set when the model file returns UNFAMILIAR__2.")
     # provenance: shown to people, not part of the digest
     arch: str = ""
     run: str = ""
@@ -82,11 +105,29 @@ class ModelContract(BaseModel):
     def label_names(self) -> list[str]:
         return [lb.name for lb in self.labels]
 
+    @model_validator(mode="after")
+    def _rule_is_over_the_labels(self):
+        if self.routing is not None and self.routing.classes != self.label_names:
+            raise ValueError(f"the routing rule's classes {self.routing.classes} are not the labels {self.label_names}")
+        if self.routing is not None and self.routing.unfamiliar_threshold is not None and self.unfamiliarity is None:
+            raise ValueError("the routing rule has an unfamiliarity threshold but the version no unfamiliarity output")
+        return self
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return (*OUTPUTS, UNFAMILIAR) if self.unfamiliarity else OUTPUTS
+
     def interface(self) -> dict:
-        """What the worker relies on to read this version's output; the digest covers exactly this."""
-        return {"schema_version": self.schema_version, "taxonomy": self.taxonomy,
-                "labels": [lb.model_dump() for lb in self.labels], "input_size": list(self.input_size),
-                "resize": self.resize, "tensors": [t.model_dump() for t in (*INPUTS, *OUTPUTS)]}
+        """What the worker relies on to read and route this version's output; the digest covers exactly this
+        (contracts without a rule or unfamiliarity keep the digest they were exported with)."""
+        out = {"schema_version": self.schema_version, "taxonomy": self.taxonomy,
+               "labels": [lb.model_dump() for lb in self.labels], "input_size": list(self.input_size),
+               "resize": self.resize, "tensors": [t.model_dump() for t in (*INPUTS, *self.outputs)]}
+        if self.routing is not None:
+            out["routing"] = self.routing.model_dump(mode="json")
+        if self.unfamiliarity is not None:
+            out["unfamiliarity"] = self.unfamiliarity.model_dump(mode="json")
+        return out
 
     def digest(self) -> bytes:
         """sha256 of the canonical JSON of `interface()`: equal digests read outputs the same way."""

@@ -4,7 +4,8 @@
 model's directory; the worker parses what Triton reports (`get_model_config`) with the same code. Triton
 applies one config to all versions of a model, so the config holds what all versions share (tensors,
 input size, batching) and an index of the per-version contracts: one parameter `artroute_contract.<N>`
-per version N (its contract.json). Which labels a response is in is decided per response, by the
+per version N (its contract.json). The UNFAMILIAR__2 output is declared when every version has it (a
+version exported without it would fail a request for it); the worker reads it only then. Which labels a response is in is decided per response, by the
 CONTRACT__1 digest the model itself returns (streams.contract.model).
 
 Variants (file under the model directory -> engine):
@@ -24,7 +25,7 @@ from google.protobuf import text_format
 from pydantic import ValidationError
 from tritonclient.grpc import model_config_pb2 as mc
 
-from streams.contract.model import CONTRACT, DIGEST_BYTES, IMAGE, PROBS, ModelContract, TensorSpec
+from streams.contract.model import CONTRACT, DIGEST_BYTES, IMAGE, PROBS, UNFAMILIAR, ModelContract, TensorSpec
 
 Variant = Literal["gpu", "onnx", "cpu", "cpu-onnx"]
 CpuVariant = Literal["cpu", "cpu-onnx"]
@@ -62,10 +63,12 @@ def build_config(model_name: str, contracts: Iterable[ModelContract], variant: V
         raise ConfigError(f"model {model_name!r}: versions disagree on the input size: {sorted(sizes)}")
     h, w = contracts[0].input_size
     gpu = variant in ("gpu", "onnx")
+    outputs = [mc.ModelOutput(**_tensor(PROBS, [-1])), mc.ModelOutput(**_tensor(CONTRACT, [DIGEST_BYTES]))]
+    if all(c.unfamiliarity is not None for c in contracts):
+        outputs.append(mc.ModelOutput(**_tensor(UNFAMILIAR, [1])))
     config = mc.ModelConfig(
         name=model_name, max_batch_size=max_batch_size,
-        input=[mc.ModelInput(**_tensor(IMAGE, [3, h, w]))],
-        output=[mc.ModelOutput(**_tensor(PROBS, [-1])), mc.ModelOutput(**_tensor(CONTRACT, [DIGEST_BYTES]))],
+        input=[mc.ModelInput(**_tensor(IMAGE, [3, h, w]))], output=outputs,
         dynamic_batching=mc.ModelDynamicBatching(max_queue_delay_microseconds=MAX_QUEUE_DELAY_US),
         instance_group=[mc.ModelInstanceGroup(
             kind=mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU, count=1)])
@@ -127,3 +130,14 @@ def served_input_size(config: mc.ModelConfig) -> tuple[int, int]:
     if len(dims) != 3 or dims[0] != 3 or min(dims) < 1:
         raise ConfigError(f"model {config.name!r}: {IMAGE.name} dims {dims}, the contract says [3, H, W]")
     return dims[1], dims[2]
+
+
+def serves_unfamiliarity(config: mc.ModelConfig) -> bool:
+    """Whether the config declares UNFAMILIAR__2 (FP32, one value per image)."""
+    t = next((o for o in config.output if o.name == UNFAMILIAR.name), None)
+    if t is None:
+        return False
+    if mc.DataType.Name(t.data_type) != f"TYPE_{UNFAMILIAR.dtype}" or [int(d) for d in t.dims] != [1]:
+        raise ConfigError(f"model {config.name!r}: {UNFAMILIAR.name} is {mc.DataType.Name(t.data_type)} "
+                          f"{list(t.dims)}, the contract says TYPE_{UNFAMILIAR.dtype} [1]")
+    return True

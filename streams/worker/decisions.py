@@ -12,6 +12,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -19,11 +20,12 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from streams.contract.curation import ModelRef
 from streams.contract.model import Label
+from streams.contract.routing import RoutingRule
 from streams.worker.deadletters import DeadLetter  # noqa: F401 - moved to deadletters.py; importable from here
 from streams.worker.events import IntakeEvent, Source
 
 DECISION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:artroute:routing-decision")
-ReviewReason = Literal["low_confidence", "small_margin"]
+ReviewReason = Literal["unfamiliar", "low_confidence", "small_margin"]
 
 
 def decision_id(bucket: str, key: str, etag: str, model_name: str, model_version: str) -> str:
@@ -64,6 +66,13 @@ class RoutingDecision(BaseModel):
     decided_at: AwareDatetime
     needs_review: bool
     review_reason: ReviewReason | None = None
+    routing: Literal["ltt", "global"] | None = Field(None, description="The rule that decided: the answering "
+                                                     "version's fitted rule (ltt) or the global thresholds.")
+    prediction_set: list[str] | None = Field(None, description="Where the rule has prediction sets: the labels "
+                                             "the photo may belong to, most probable first (the department alone "
+                                             "when auto-routed).")
+    unfamiliarity: float | None = Field(None, description="How unlike the training photos the image is, when the "
+                                        "version computes it (reason `unfamiliar` above the rule's threshold).")
     event_etag: str | None = Field(None, description="The eTag the event named, when the store held other content "
                                                      "(a newer upload): `etag` is what was fetched and decided.")
     uploaded_key: str | None = Field(None, description="The key as the event named it, when the store holds the "
@@ -71,13 +80,16 @@ class RoutingDecision(BaseModel):
 
 
 def decide(event: IntakeEvent, probs: np.ndarray, labels: Sequence[Label], model_name: str, model_version: str,
-           min_confidence: float, min_margin: float, now: datetime) -> RoutingDecision:
+           min_confidence: float, min_margin: float, now: datetime, rule: RoutingRule | None = None,
+           unfamiliarity: float | None = None) -> RoutingDecision:
     """One event + the model's class probabilities (C,) -> its routing decision.
 
     `labels` are the answering version's (its `ModelContract.labels`, in output order): the department and
     its id come from them, never from a table here.
 
-    Review rule: top-1 below `min_confidence` -> "low_confidence"; otherwise top-1 minus top-2 below
+    Review rule: `rule` (the version's `RoutingRule`: an unfamiliarity score above its threshold ->
+    "unfamiliar", whatever the confidence; then its fitted confidence threshold), or without one the global
+    thresholds: top-1 below `min_confidence` -> "low_confidence"; otherwise top-1 minus top-2 below
     `min_margin` -> "small_margin". Ties rank the lower class index first. Raises ValueError when
     `probs` is not a finite probability vector matching `labels` (the worker dead-letters the event).
     """
@@ -90,11 +102,12 @@ def decide(event: IntakeEvent, probs: np.ndarray, labels: Sequence[Label], model
     order = np.argsort(-p, kind="stable")
     confidence = float(p[order[0]])
     margin = confidence - (float(p[order[1]]) if len(order) > 1 else 0.0)
-    reason: ReviewReason | None = None
-    if confidence < min_confidence:
-        reason = "low_confidence"
-    elif margin < min_margin:
-        reason = "small_margin"
+    if rule is None:
+        rule = _global_rule(tuple(lb.name for lb in labels), min_confidence, min_margin)
+    if unfamiliarity is None and rule.unfamiliar_threshold is not None:
+        rule = rule.model_copy(update={"unfamiliar_threshold": None})  # the config serves no UNFAMILIAR__2
+    auto, why, members = rule.apply(p, unfamiliarity if rule.unfamiliar_threshold is not None else None)
+    reason: ReviewReason | None = None if auto else why
     top = labels[order[0]]
     return RoutingDecision(
         decision_id=decision_id(event.bucket, event.key, event.etag, model_name, model_version),
@@ -103,7 +116,14 @@ def decide(event: IntakeEvent, probs: np.ndarray, labels: Sequence[Label], model
         confidence=confidence, margin=max(0.0, margin),
         top3=[ScoredLabel(label=labels[i].name, score=float(p[i])) for i in order[:3]],
         model=ModelRef(name=model_name, version=model_version),
-        event_time=event.event_time, decided_at=now, needs_review=reason is not None, review_reason=reason)
+        event_time=event.event_time, decided_at=now, needs_review=reason is not None, review_reason=reason,
+        routing=rule.method, prediction_set=members if rule.set_threshold is not None else None,
+        unfamiliarity=None if unfamiliarity is None else float(unfamiliarity))
+
+
+@lru_cache(maxsize=64)
+def _global_rule(names: tuple[str, ...], min_confidence: float, min_margin: float) -> RoutingRule:
+    return RoutingRule.global_thresholds(list(names), min_confidence, min_margin)
 
 
 def utc_now() -> datetime:

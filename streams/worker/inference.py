@@ -21,9 +21,9 @@ from pydantic import BaseModel
 from tritonclient.utils import InferenceServerException
 
 from streams.contract.cli import UserError
-from streams.contract.model import CONTRACT, IMAGE, PROBS, ModelContract
+from streams.contract.model import CONTRACT, IMAGE, PROBS, UNFAMILIAR, ModelContract
 from streams.contract.retry import RetryPolicy, call_with_retries
-from streams.contract.triton_config import ConfigError, contracts_of, served_input_size
+from streams.contract.triton_config import ConfigError, contracts_of, served_input_size, serves_unfamiliarity
 
 TRANSIENT_STATUS = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.NOT_FOUND")
 """The server is away or slow, or the model is not loaded (NOT_FOUND: "unknown model", "has no available
@@ -48,6 +48,7 @@ class ServedModel(BaseModel):
     input_size: tuple[int, int]           # (H, W) of IMAGE__0, the same for every version
     max_batch_size: int
     contracts: dict[int, ModelContract]   # version -> contract, from the config
+    unfamiliarity: bool = False           # the config declares UNFAMILIAR__2 (every version returns it)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -56,10 +57,12 @@ class ServedModel(BaseModel):
 
 @dataclass(frozen=True)
 class Answer:
-    """One response: probabilities (N, C), each row's contract digest (N, 32), the version that answered."""
+    """One response: probabilities (N, C), each row's contract digest (N, 32), the version that answered, and
+    each row's unfamiliarity (N,) where the model serves it."""
     probs: np.ndarray
     digests: np.ndarray
     version: str
+    unfamiliarity: np.ndarray | None = None
 
 
 def _classify(url: str, e: InferenceServerException) -> Exception:
@@ -79,6 +82,7 @@ class TritonModel:
         self.url, self.model_name, self.model_version = url, model_name, model_version
         self.timeout_s, self.retry_max_s = timeout_s, retry_max_s
         self.client = grpcclient.InferenceServerClient(url)
+        self.unfamiliarity = False  # ask for UNFAMILIAR__2 (set from the config by `served`)
 
     async def close(self) -> None:
         await self.client.close()
@@ -98,11 +102,12 @@ class TritonModel:
             err = _classify(self.url, e)
             raise err if isinstance(err, ModelUnavailable) else ModelMismatch(str(err)) from None
         try:
-            size, contracts = served_input_size(config), contracts_of(config)
+            size, contracts, unfamiliarity = served_input_size(config), contracts_of(config), serves_unfamiliarity(config)
         except ConfigError as e:
             raise ModelMismatch(str(e)) from None
+        self.unfamiliarity = unfamiliarity
         return ServedModel(name=meta["name"], versions=meta.get("versions", []), input_size=size,
-                           max_batch_size=int(config.max_batch_size), contracts=contracts)
+                           max_batch_size=int(config.max_batch_size), contracts=contracts, unfamiliarity=unfamiliarity)
 
     async def wait_ready(self, stop: asyncio.Event | None = None) -> ServedModel:
         """`served()`, retried while Triton or the model is not there."""
@@ -113,7 +118,8 @@ class TritonModel:
         """uint8 (N, 3, H, W) -> one Answer. Raises ModelUnavailable or InferenceFailed."""
         inp = grpcclient.InferInput(IMAGE.name, list(images.shape), IMAGE.dtype)
         inp.set_data_from_numpy(images)
-        outputs = [grpcclient.InferRequestedOutput(PROBS.name), grpcclient.InferRequestedOutput(CONTRACT.name)]
+        names = [PROBS.name, CONTRACT.name, *([UNFAMILIAR.name] if self.unfamiliarity else [])]
+        outputs = [grpcclient.InferRequestedOutput(name) for name in names]
         try:
             result = await self.client.infer(self.model_name, [inp], model_version=self.model_version,
                                              outputs=outputs, client_timeout=self.timeout_s)
@@ -122,7 +128,11 @@ class TritonModel:
         probs, digests = result.as_numpy(PROBS.name), result.as_numpy(CONTRACT.name)
         if probs is None or digests is None:
             raise InferenceFailed(f"the response lacks {PROBS.name} or {CONTRACT.name} (not an artroute model?)")
-        return Answer(probs=probs, digests=digests, version=result.get_response().model_version)
+        u = result.as_numpy(UNFAMILIAR.name) if self.unfamiliarity else None
+        if self.unfamiliarity and u is None:
+            raise InferenceFailed(f"the response lacks {UNFAMILIAR.name}, which the model's config declares")
+        return Answer(probs=probs, digests=digests, version=result.get_response().model_version,
+                      unfamiliarity=None if u is None else np.asarray(u, dtype=np.float64).reshape(len(probs), -1)[:, 0])
 
     async def infer_with_retries(self, images: np.ndarray, stop: asyncio.Event | None = None,
                                  on_retry=None, on_success=None) -> Answer:

@@ -4,7 +4,8 @@ and the benchmark all drive it).
 parse (one boundary for S3 JSON and SeaweedFS protobuf) -> fetch from S3 (concurrent, bounded) ->
 decode + letterbox (thread pool) -> one Triton request per `max_batch` images (retried while Triton is
 down; a failing image is isolated, streams.worker.scoring) -> each decided with the contract of the
-model version that answered it -> decisions / review / dead letters published, and awaited, before
+model version that answered it (its routing rule: unfamiliar photos and what the rule cannot guarantee go
+to review, docs/trust.md) -> decisions / review / dead letters published, and awaited, before
 `handle` returns. Bad input never raises out of here: every event ends as a decision or a dead letter.
 """
 from __future__ import annotations
@@ -20,10 +21,12 @@ import numpy as np
 from aiokafka.errors import KafkaError, KafkaTimeoutError, KafkaUnavailableError
 
 from streams.contract.retry import RetryPolicy, call_with_retries
+from streams.contract.routing import RoutingRule
 from streams.worker import metrics
 from streams.worker.contracts import ContractBook
 from streams.worker.deadletters import DeadLetter, build_dead_letter, encode_dead_letter
 from streams.worker.decisions import RoutingDecision, decide
+from streams.worker.drift import Drift
 from streams.worker.events import IntakeEvent, parse_intake
 from streams.worker.health import Health
 from streams.worker.inference import ServedModel, TritonModel, check_served
@@ -67,6 +70,8 @@ class Router:
         self.publisher = Publisher(settings)
         self.decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self.health = Health(settings.health_stuck_s)
+        self.drift = Drift(settings.drift_window)
+        self._overrides: dict[bytes, RoutingRule] = {}  # contract digest -> its global-threshold rule
         self.loader: ObjectLoader | None = None
         self.served: ServedModel | None = None
         self.contracts: ContractBook | None = None
@@ -83,6 +88,10 @@ class Router:
         self.contracts = ContractBook(self.model, self.served, self.stopping)
         log.info("serving model %s (versions %s, input %s, max batch %d)", self.served.name, self.served.versions,
                  self.served.input_shape, self.served.max_batch_size)
+        if not self.served.unfamiliarity and any(c.unfamiliarity for c in self.served.contracts.values()):
+            log.warning("model %s: some versions compute an unfamiliarity score but not all, so its config does not "
+                        "serve it: no photo goes to review as unfamiliar (export them under a new model name)",
+                        self.served.name)
         self.ready.set()
         self.health.started = True
 
@@ -152,13 +161,26 @@ class Router:
         s = self.settings
         try:
             d = decide(item.event, scored.probs, scored.contract.labels, self.served.name, scored.version,
-                       s.review_min_confidence, s.review_min_margin, now)
+                       s.review_min_confidence, s.review_min_margin, now, self._rule(scored.contract),
+                       scored.unfamiliarity)
         except ValueError as e:  # decide's check: the answer is no probability vector over these labels
             out.dead_letters.append(self._dead_letter(msg, item.event, "bad_model_output", str(e), "decide"))
             return
         if item.event_etag or item.uploaded_key:
             d = d.model_copy(update={"event_etag": item.event_etag, "uploaded_key": item.uploaded_key})
+        self.drift.observe(d, scored.contract)
         out.decisions.append(d)
+
+    def _rule(self, contract) -> RoutingRule | None:
+        """The version's rule; with ARTROUTE_ROUTING=global the global thresholds, keeping its unfamiliarity gate."""
+        if self.settings.routing == "global" and contract.routing is not None:
+            key = contract.digest()
+            if key not in self._overrides:
+                self._overrides[key] = RoutingRule.global_thresholds(
+                    contract.label_names, self.settings.review_min_confidence, self.settings.review_min_margin,
+                    base=contract.routing)
+            return self._overrides[key]
+        return contract.routing
 
     def _parse(self, msg: Incoming, out: BatchOutcome) -> list[IntakeEvent]:
         result = parse_intake(msg.value, msg.key)

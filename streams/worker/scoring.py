@@ -28,6 +28,7 @@ class Scored:
     probs: np.ndarray          # (C,) in the order of contract.labels
     version: str
     contract: ModelContract
+    unfamiliarity: float | None = None   # where the model serves it (UNFAMILIAR__2)
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,15 @@ async def score(model: TritonModel, book: ContractBook, images: np.ndarray,
         except InferenceFailed:
             return [Unscored("inference", str(e), "infer")]
     out: list[Scored | Unscored] = []
-    for probs, digest in zip(answer.probs, answer.digests):
+    u = answer.unfamiliarity if answer.unfamiliarity is not None else [None] * len(answer.probs)
+    for probs, digest, unfamiliarity in zip(answer.probs, answer.digests, u):
         try:
             contract = await book.contract_for(bytes(np.asarray(digest, dtype=np.uint8)), answer.version)
         except UnknownContract as e:
             out.append(Unscored("model_contract", str(e), "decide"))
             continue
-        out.append(Scored(probs, answer.version, contract))
+        out.append(Scored(probs, answer.version, contract,
+                          None if unfamiliarity is None or contract.unfamiliarity is None else float(unfamiliarity)))
     return out
 
 
@@ -73,7 +76,8 @@ async def _infer(model: TritonModel, images: np.ndarray, stop: asyncio.Event | N
                                                     on_success=lambda: health.ok("triton"))
     metrics.INFERENCE_SECONDS.observe(time.perf_counter() - t0)
     metrics.BATCH_SIZE.observe(len(images))
-    if answer.probs.ndim != 2 or len(answer.probs) != len(images) or answer.digests.shape != (len(images), 32):
+    if answer.probs.ndim != 2 or len(answer.probs) != len(images) or answer.digests.shape != (len(images), 32) or (
+            answer.unfamiliarity is not None and answer.unfamiliarity.shape != (len(images),)):
         raise InferenceFailed(f"the model answered {len(images)} images with {PROBS.name} {list(answer.probs.shape)} "
                               f"and {CONTRACT.name} {list(answer.digests.shape)}")
     return answer

@@ -88,8 +88,16 @@ class Settings(BaseSettings):
     decode_memory_bytes: int = Field(512 * 2**20, ge=16 * 2**20, description="Memory concurrent decodes may hold "
                                      "at once; an image needing more than all of it is dead-lettered (bomb).")
     max_image_pixels: int = Field(MAX_IMAGE_PIXELS, ge=1, description="Decompression-bomb guard (pixels).")
-    review_min_confidence: float = Field(0.75, ge=0, le=1, description="Below this calibrated top-1 score: review.")
-    review_min_margin: float = Field(0.15, ge=0, le=1, description="Below this top-1 minus top-2: review.")
+    routing: Literal["model", "global"] = Field(
+        "model", description="model: each version's fitted routing rule (docs/trust.md), the global thresholds "
+                             "for versions exported without one; global: the global thresholds for every version "
+                             "(an override without guarantee; unfamiliar photos still go to review).")
+    review_min_confidence: float = Field(0.75, ge=0, le=1, description="Global threshold: below this calibrated "
+                                                                         "top-1 score: review.")
+    review_min_margin: float = Field(0.15, ge=0, le=1, description="Global threshold: below this top-1 minus "
+                                                                     "top-2: review.")
+    drift_window: int = Field(500, ge=1, description="Decisions in the sliding window of the drift gauges "
+                                                     "(artroute_auto_routed_share, artroute_unfamiliar_share).")
     metrics_port: int = Field(0, ge=0, description="Port of GET /metrics, /healthz and /livez; 0 disables them.")
     metrics_host: str = Field("127.0.0.1", description="Address the metrics/health endpoint binds (0.0.0.0 in "
                                                        "a container, for probes and scraping).")

@@ -35,3 +35,15 @@ def test_bench_train_missing_corpus_is_one_line_exit_2(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "python -m trainer bench train: error:" in proc.stderr
+
+
+def test_bench_infer_times_the_traced_two_output_model(tmp_path):
+    out = tmp_path / "infer.json"
+    proc = subprocess.run(trainer_cmd("bench", "infer", "--arch", "tiny", "--image-size", "32", "--batch", "1", "4",
+                                      "--repeats", "2", "--threads", "1", "--bank", "50", "--out", str(out)),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert r["arch"] == "tiny" and r["torch_threads"] == 1 and set(r["images_per_s"]) == {"1", "4"}
+    assert all(v > 0 for v in r["images_per_s"].values())
+    assert "tiny 32 px, batch 4, 1 thread(s):" in proc.stdout
