@@ -1,8 +1,8 @@
 """A lean S3 client for the worker's hot path: GET and HEAD of one object, in the event loop.
 
-Through the minio SDK a GET cost ~1.3 ms of worker CPU (urllib3 and http.client per request, the SigV4
-signing key derived again each time, a thread hop each way); here it is ~0.2 ms: HTTP/1.1 on asyncio
-keep-alive connections, the body read straight into one buffer of the announced size, SigV4 with the
+Through the minio SDK the fetch stage cost 1.3-1.7 ms of worker CPU per image (urllib3 and http.client per
+request, the SigV4 signing key derived again each time, a thread hop each way); here 0.6-0.8 ms, socket reads
+included (`streams bench --profile`, docs/benchmarks.md): HTTP/1.1 on asyncio keep-alive connections, the body read straight into one buffer of the announced size, SigV4 with the
 signing key cached per day. Requests are signed as the SDK signs them (path style, or virtual-host style
 for AWS endpoints; region from the settings, else the bucket's location, asked once).
 
@@ -20,6 +20,8 @@ import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote
+
+from minio.helpers import BaseURL
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 HEAD_LIMIT = 64 * 1024
@@ -260,7 +262,10 @@ class S3Http:
         self.ssl = (ssl_context or ssl.create_default_context()) if secure else None
         self.signer = SigV4(access_key, secret_key, "UNSIGNED-PAYLOAD" if secure else EMPTY_SHA256)
         self.region, self._regions = region, {}
-        self.virtual_host = self.host.endswith(".amazonaws.com")
+        # AWS endpoints (and other virtual-host style ones) are addressed by the SDK's own rules (regional hosts,
+        # virtual-host style but path style for dotted buckets over HTTPS and for GetBucketLocation)
+        self._sdk_url = BaseURL(("https://" if secure else "http://") + endpoint, region)
+        self.virtual_host = self._sdk_url.is_aws_host or self._sdk_url.virtual_style_flag
         self.pool_size, self.connect_timeout, self.read_timeout = pool_size, connect_timeout, read_timeout
         self._idle: list[_Connection] = []
 
@@ -274,7 +279,7 @@ class S3Http:
 
     async def _send(self, method: str, bucket: str, key: str, query: dict[str, str] | None, max_bytes: int,
                     region: str) -> Answer:
-        host, path = self._target(bucket, key, query)
+        host, path = self._target(bucket, key, query, region)
         canonical_query = "&".join(f"{s3_quote(k, '')}={s3_quote(v, '')}" for k, v in sorted((query or {}).items()))
         target = path + (f"?{canonical_query}" if query else "")
         for attempt in range(2):
@@ -298,10 +303,12 @@ class S3Http:
             return answer
         raise AssertionError("unreachable")
 
-    def _target(self, bucket: str, key: str, query: dict | None) -> tuple[str, str]:
-        """(Host header, request path) in the SDK's style."""
-        if self.virtual_host and "." not in bucket and not (query and "location" in query):
-            return f"{bucket}.{self.netloc}", "/" + s3_quote(key)
+    def _target(self, bucket: str, key: str, query: dict | None, region: str) -> tuple[str, str]:
+        """(Host header, request path) as the SDK addresses them: path style here, the SDK's rules for AWS."""
+        if self.virtual_host:
+            url = self._sdk_url.build(method="GET", region=region, bucket_name=bucket, object_name=key or None,
+                                      query_params=query)
+            return url.netloc, url.path
         return self.netloc, f"/{bucket}" + (f"/{s3_quote(key)}" if key else "")
 
     async def _region(self, bucket: str) -> str | Answer:

@@ -1,7 +1,7 @@
 """The S3 store (MinIO in production, SeaweedFS locally): fetching objects for the worker.
 
 Objects are fetched and their eTags asked in the event loop by `streams.worker.s3http` (HTTP/1.1 keep-alive,
-SigV4; ~0.2 ms of CPU per GET instead of ~1.3 ms through the minio SDK in threads), with a semaphore
+SigV4; half the CPU per object of the minio SDK in threads: docs/benchmarks.md), with a semaphore
 bounding concurrent downloads (ARTROUTE_FETCH_CONCURRENCY). Listing and uploads use the minio SDK
 (`make_client`).
 
