@@ -92,7 +92,9 @@ async def test_get_and_head_are_signed_as_the_store_expects_for_awkward_keys(sta
             assert obj.data == data[k] and obj.etag == etags[k], k
             assert await store.stat_etag(stack_settings.bucket, k) == etags[k]
         # keep-alive: the sequential requests above went over one connection, which is still idle in the pool
-        assert len(store.http._idle) == 1
+        # and holds no object's bytes once a GET is done (only what the fetch budget counts is held)
+        assert (await store.fetch(stack_settings.bucket, keys[0])).data == data[keys[0]]
+        assert len(store.http._idle) == 1 and not store.http._idle[0]._body
     finally:
         store.close()
 

@@ -239,11 +239,17 @@ class _Connection(asyncio.BufferedProtocol):
 
     def _finish(self, body: bytes, reusable: bool) -> None:
         self.reusable = reusable and self.open
+        self._release()
         if not self._waiter.done():
             self._waiter.set_result(Answer(self._status, self._headers, body))
 
+    def _release(self) -> None:
+        """Drop the exchange's buffers: an idle connection in the pool holds no object's bytes."""
+        self._body, self._filled, self._head, self._raw = bytearray(), 0, bytearray(), bytearray()
+
     def _fail(self, exc: BaseException) -> None:
         self.reusable = False
+        self._release()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(exc)
         if self.transport is not None:
