@@ -17,6 +17,7 @@ import asyncio
 import io
 import os
 import re
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -27,6 +28,7 @@ from pydantic import BaseModel
 from streams.contract.cli import UserError
 from streams.contract.model import IMAGE
 from streams.contract.triton_config import CPU_VARIANTS, MODEL_FILES
+from streams.orchestration.profile import StageProfile
 from streams.orchestration.harness import Upload, WorkerProcess, collect_outcomes, percentile, upload_all, wait_for
 from streams.worker.settings import Settings
 from streams.stack.processes import StackError, descendants, free_port, proc_stats
@@ -53,6 +55,7 @@ class BenchResult(BaseModel):
     latency_p99_s: float | None
     lost: int
     cpu_ms_per_image: dict[str, float]  # first to last decision of the backlog, per process tree
+    worker_stage_ms_per_image: dict[str, float] | None = None  # --profile: streams.orchestration.profile
     targets: dict[str, bool]
 
 
@@ -66,6 +69,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"the raw timing runs the same (default: {DEFAULT_CPU_VARIANT})")
     p.add_argument("--out", type=Path, default=Path("runs/bench/streams.json"), help="JSON result file")
     p.add_argument("--run-dir", type=Path, default=Path("runs/bench/stack"))
+    p.add_argument("--profile", action="store_true",
+                   help="also split the worker's CPU per image into stages (fetch, decode, batch, publish, commit) "
+                        "with py-spy and per-thread CPU over the drain (streams/orchestration/profile.py)")
 
 
 def make_images(n: int, seed: int = 0, size=(800, 600)) -> list[bytes]:
@@ -216,8 +222,15 @@ def main(args: argparse.Namespace) -> int:
             print("worker draining the backlog ...", flush=True)
             procs = {"worker": worker.proc.pid, "triton": stack.triton.process.pid, "s3": stack.s3.process.pid,
                      "kafka": stack.kafka.process.pid}
+            profile = StageProfile(worker.proc.pid) if args.profile else None
+            if profile:  # from the first Triton batch on (not the worker's start-up)
+                def start_profile() -> None:
+                    if wait_for(lambda: _batches(metrics_url) > 0, 600, interval=0.1):
+                        profile.start()
+                threading.Thread(target=start_profile, daemon=True).start()
             with CpuSampler(procs) as sampler:
                 t_first, t_last, lost = asyncio.run(_drain(settings, [u.key for u in backlog], timeout=1800))
+            stages = profile.stop(len(backlog)) if profile else None
             rate = (len(backlog) - 1) / max(t_last - t_first, 1e-6)
             cpu_ms = {k: round(1000 * v / (len(backlog) - 1), 2) for k, v in sampler.between(t_first, t_last).items()}
             wait_for(lambda: _ok(metrics_url), 30)
@@ -242,12 +255,19 @@ def main(args: argparse.Namespace) -> int:
         mean_batch=round(mean_batch, 2),
         batch_fill=round(mean_batch / args.max_batch, 3), latency_images=len(latencies),
         latency_p50_s=percentile(latencies, 0.5, 4), latency_p99_s=percentile(latencies, 0.99, 4), lost=lost,
-        cpu_ms_per_image=cpu_ms,
+        cpu_ms_per_image=cpu_ms, worker_stage_ms_per_image=stages,
         targets={"ratio>=0.85": rate / raw_rate >= 0.85, "batch_fill>=0.9": mean_batch / args.max_batch >= 0.9})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(result.model_dump_json(indent=2))
     print(result.model_dump_json(indent=2))
     return 0
+
+
+def _batches(url: str) -> float:
+    try:
+        return scrape_batches(url)[1]
+    except (OSError, AttributeError):  # not up yet, or no batch observed yet
+        return 0.0
 
 
 def _ok(url: str) -> bool:

@@ -31,6 +31,7 @@ class _State:
     failing_since: float | None = None
     last_error: str = ""
     calls: dict[int, float] = field(default_factory=dict)  # call id -> monotonic start
+    up: bool = True                  # what DEPENDENCY_UP says now (set only when it changes: once per call)
 
 
 class Health:
@@ -52,13 +53,15 @@ class Health:
         if state.failing_since is None:
             state.failing_since = self.clock()
         state.last_error = f"{type(exc).__name__}: {exc}"[:300] if exc is not None else "failing"
+        state.up = False
         DEPENDENCY_UP.labels(dep).set(0)
 
     def ok(self, dep: str) -> None:
         """A call to `dep` succeeded."""
         state = self._dep(dep)
-        state.failing_since, state.last_error = None, ""
-        DEPENDENCY_UP.labels(dep).set(1)
+        if state.failing_since is not None or not state.up:
+            state.failing_since, state.last_error, state.up = None, "", True
+            DEPENDENCY_UP.labels(dep).set(1)
 
     @contextmanager
     def call(self, dep: str) -> Iterator[None]:
@@ -81,6 +84,7 @@ class Health:
             oldest = min(state.calls.values(), default=None)
             if oldest is not None and now - oldest >= self.stuck_s:
                 out.append(f"{name}: a call has been waiting for {now - oldest:.0f}s")
+                state.up = False
                 DEPENDENCY_UP.labels(name).set(0)
         return out
 

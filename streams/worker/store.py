@@ -1,29 +1,31 @@
-"""The S3 store (MinIO in production, SeaweedFS locally), through the `minio` SDK.
+"""The S3 store (MinIO in production, SeaweedFS locally): fetching objects for the worker.
 
-The SDK is synchronous; every call runs in a thread pool so the event loop never blocks, with a
-semaphore bounding concurrent downloads (ARTROUTE_FETCH_CONCURRENCY).
+Objects are fetched and their eTags asked in the event loop by `streams.worker.s3http` (HTTP/1.1 keep-alive,
+SigV4; half the CPU per object of the minio SDK in threads: docs/benchmarks.md), with a semaphore
+bounding concurrent downloads (ARTROUTE_FETCH_CONCURRENCY). Listing and uploads use the minio SDK
+(`make_client`).
 
 Failures are sorted once, here: a transient one (connection refused or reset, timeouts, HTTP 5xx and
 429, SlowDown and other "try again" codes, credentials the store rejects for now) raises
 `StoreUnavailable`, which `fetch_with_retries` retries under the project's retry policy while the
 worker reports not ready; a permanent answer about the object itself raises `FetchError` with the
 dead-letter kind: `object_missing` (no such key or version), `bucket_missing`, `access_denied`,
-`too_large`, or `fetch_failed` (any other definite refusal).
+`too_large`, or `fetch_failed` (any other definite refusal). The S3 error codes and HTTP statuses are
+read as the minio SDK reads them (an answer without an S3 error document: 403 AccessDenied, 404 NoSuchKey).
 """
 from __future__ import annotations
 
 import asyncio
-import http.client
-import socket
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+import ssl
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import urllib3
 from minio import Minio
-from minio.error import InvalidResponseError, S3Error, ServerError
 
 from streams.contract.retry import RetryPolicy, call_with_retries
+from streams.worker.s3http import Answer, BodyTooLarge, S3Http
 from streams.worker.settings import Settings
 
 # S3 error codes that mean "not now" rather than "never" (AWS and MinIO spell them so).
@@ -66,75 +68,66 @@ def make_client(settings: Settings, pool_size: int | None = None) -> Minio:
                  region=settings.s3_region, http_client=http)
 
 
-def classify(exc: BaseException, where: str) -> Exception:
-    """Any exception from a store call -> StoreUnavailable (transient) or FetchError (permanent)."""
-    if isinstance(exc, (FetchError, StoreUnavailable)):
-        return exc
-    if isinstance(exc, S3Error):
-        status = getattr(exc.response, "status", 0) or 0
-        if exc.code in TRANSIENT_CODES or status >= 500 or status == 429:
-            return StoreUnavailable(f"{where}: {exc.code} (HTTP {status})")
-        kind = PERMANENT_KINDS.get(exc.code or "", "fetch_failed")
-        return FetchError(kind, f"{where}: {exc.code}" + (f": {exc.message}" if kind == "fetch_failed" else ""))
-    if isinstance(exc, ServerError):
-        if exc.status_code >= 500 or exc.status_code == 429:
-            return StoreUnavailable(f"{where}: HTTP {exc.status_code}")
-        return FetchError("fetch_failed", f"{where}: HTTP {exc.status_code}")
-    if isinstance(exc, InvalidResponseError):
-        code = int(getattr(exc, "_code", 0) or 0)
-        if code >= 500 or code == 429:  # a proxy or load balancer answering for an absent store
-            return StoreUnavailable(f"{where}: non-S3 answer HTTP {code}")
-        return FetchError("fetch_failed", f"{where}: non-S3 answer HTTP {code}")
-    if isinstance(exc, (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, socket.timeout)):
-        return StoreUnavailable(f"{where}: {type(exc).__name__}: {exc}")
-    return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+def classify_answer(answer: Answer, where: str, head: bool = False) -> Exception:
+    """An S3 error answer -> StoreUnavailable (transient) or FetchError (permanent), read as the minio SDK
+    reads it: the error document's code; for HEAD without a body the status (403 AccessDenied, 404 NoSuchKey);
+    any other answer without an S3 error document is a proxy's or load balancer's ("non-S3 answer")."""
+    status, code, message = answer.status, None, None
+    if head and not answer.body:
+        code = {403: "AccessDenied", 404: "NoSuchKey"}.get(status)
+    else:
+        try:
+            if "application/xml" not in answer.headers.get("content-type", "").split(";") or not answer.body:
+                raise ET.ParseError("not an S3 error document")
+            doc = ET.fromstring(answer.body)
+            code, message = doc.findtext("Code"), doc.findtext("Message")
+        except ET.ParseError:
+            if status >= 500 or status == 429:
+                return StoreUnavailable(f"{where}: non-S3 answer HTTP {status}")
+            return FetchError("fetch_failed", f"{where}: non-S3 answer HTTP {status}")
+    if code in TRANSIENT_CODES or status >= 500 or status == 429:
+        return StoreUnavailable(f"{where}: {code} (HTTP {status})" if code else f"{where}: HTTP {status}")
+    if not code:
+        return FetchError("fetch_failed", f"{where}: HTTP {status}")
+    kind = PERMANENT_KINDS.get(code, "fetch_failed")
+    return FetchError(kind, f"{where}: {code}" + (f": {message}" if kind == "fetch_failed" else ""))
+
+
+def _unavailable(e: OSError, where: str) -> StoreUnavailable:
+    return StoreUnavailable(f"{where}: {type(e).__name__}: {e}")
 
 
 class ObjectStore:
     def __init__(self, settings: Settings):
-        self.client = make_client(settings)
+        self.settings = settings
+        tls = (ssl.create_default_context(cafile=str(settings.s3_cafile) if settings.s3_cafile else None)
+               if settings.s3_secure else None)
+        self.http = S3Http(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key.get_secret_value(),
+                           secure=settings.s3_secure, region=settings.s3_region, ssl_context=tls,
+                           pool_size=settings.fetch_concurrency)
         self.max_bytes = settings.max_object_bytes
-        self.executor = ThreadPoolExecutor(settings.fetch_concurrency, thread_name_prefix="s3")
         self.semaphore = asyncio.Semaphore(settings.fetch_concurrency)
         self.policy = RetryPolicy("s3 fetch", initial_s=0.2, max_s=settings.s3_retry_max_s)
-
-    def _get(self, bucket: str, key: str, version_id: str | None) -> StoredObject:
-        where = f"s3://{bucket}/{key}"
-        try:
-            resp = self.client.get_object(bucket, key, version_id=version_id or None)
-        except Exception as e:  # noqa: BLE001 - sorted into transient / permanent
-            raise classify(e, where) from e
-        try:
-            length = resp.headers.get("Content-Length")
-            if length is not None and int(length) > self.max_bytes:
-                raise FetchError("too_large", f"{where}: {int(length)} bytes > limit {self.max_bytes}")
-            if length is not None:
-                data = resp.read(decode_content=False)  # one allocation of the announced size
-                if len(data) != int(length):
-                    raise StoreUnavailable(f"{where}: connection closed after {len(data)} of {length} bytes")
-            else:
-                chunks, total = [], 0
-                for chunk in resp.stream(256 * 1024):
-                    total += len(chunk)
-                    if total > self.max_bytes:
-                        raise FetchError("too_large", f"{where}: more than {self.max_bytes} bytes")
-                    chunks.append(chunk)
-                data = b"".join(chunks)
-            return StoredObject(data, (resp.headers.get("ETag") or "").strip('"'),
-                                resp.headers.get("x-amz-version-id") or None)
-        except Exception as e:  # noqa: BLE001
-            raise classify(e, where) from e
-        finally:
-            resp.close()
-            resp.release_conn()
 
     async def fetch(self, bucket: str, key: str, version_id: str | None = None,
                     size_hint: int | None = None) -> StoredObject:
         """One attempt: the object, or FetchError (permanent) / StoreUnavailable (transient)."""
+        where = f"s3://{bucket}/{key}"
         if size_hint is not None and size_hint > self.max_bytes:
-            raise FetchError("too_large", f"s3://{bucket}/{key}: {size_hint} bytes > limit {self.max_bytes}")
+            raise FetchError("too_large", f"{where}: {size_hint} bytes > limit {self.max_bytes}")
         async with self.semaphore:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, self._get, bucket, key, version_id)
+            try:
+                answer = await self.http.request("GET", bucket, key, {"versionId": version_id} if version_id else None,
+                                                 max_bytes=self.max_bytes)
+            except BodyTooLarge as e:
+                detail = f"{e.length} bytes > limit {e.limit}" if e.length is not None else f"more than {e.limit} bytes"
+                raise FetchError("too_large", f"{where}: {detail}") from None
+            except OSError as e:
+                raise _unavailable(e, where) from e
+        if answer.status not in (200, 206):
+            raise classify_answer(answer, where)
+        return StoredObject(answer.body, answer.headers.get("etag", "").strip('"'),
+                            answer.headers.get("x-amz-version-id") or None)
 
     async def fetch_with_retries(self, bucket: str, key: str, version_id: str | None = None,
                                  size_hint: int | None = None, *, stop: asyncio.Event | None = None,
@@ -157,23 +150,20 @@ class ObjectStore:
                                        transient=lambda e: isinstance(e, StoreUnavailable), policy=self.policy,
                                        stop=stop, on_retry=on_retry, on_success=on_success)
 
-    def _stat_etag(self, bucket: str, key: str) -> str | None:
-        try:
-            return (self.client.stat_object(bucket, key).etag or "").strip('"')
-        except Exception as e:  # noqa: BLE001
-            err = classify(e, f"s3://{bucket}/{key}")
-            if isinstance(err, FetchError):
-                return None
-            raise err from e
-
     async def stat_etag(self, bucket: str, key: str) -> str | None:
         """The ETag of `key`, or None when the store has no such object (StoreUnavailable when it is away)."""
+        where = f"s3://{bucket}/{key}"
         async with self.semaphore:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, self._stat_etag, bucket, key)
-
-    def iter_objects(self, bucket: str, prefix: str = "", start_after: str | None = None) -> Iterator:
-        """All objects under a prefix, in key order (minio Object items); synchronous."""
-        return self.client.list_objects(bucket, prefix=prefix or None, recursive=True, start_after=start_after)
+            try:
+                answer = await self.http.request("HEAD", bucket, key)
+            except OSError as e:
+                raise _unavailable(e, where) from e
+        if answer.status == 200:
+            return answer.headers.get("etag", "").strip('"')
+        err = classify_answer(answer, where, head=True)
+        if isinstance(err, FetchError):
+            return None
+        raise err
 
     def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.http.close()

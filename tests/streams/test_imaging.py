@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from streams.contract.imaging import ImageRejected, decode_image, load_image, to_rgb
+from streams.contract.imaging import ImageRejected, decode_image, letterbox, load_image, to_chw_uint8, to_model_input, to_rgb
 
 TARGET = (64, 64)
 LIMIT = 120_000_000
@@ -206,6 +206,8 @@ def test_large_jpeg_is_decoded_in_draft_mode():
     assert img.size == (750, 500)  # DCT-scaled by 1/8 (the largest factor), still >= the target
     medium = load_image(encode(halves("RGB", RED, GREEN, size=(800, 600)), "JPEG"), LIMIT, (224, 224))
     assert medium.size == (400, 300)  # 1/2: the smallest DCT scale that keeps both sides >= 224
+    # Drafted to the size the letterbox fits it into (96x72), not the 96x96 box: 1/8, not 1/4.
+    assert load_image(encode(halves("RGB", RED, GREEN, size=(800, 600)), "JPEG"), LIMIT, (96, 96)).size == (100, 75)
     out = decode_image(data, LIMIT, (224, 224))
     assert out.shape == (3, 224, 224)
     assert_close(pixel(out, 112, 40), RED, tol=12)
@@ -248,3 +250,13 @@ def test_png_exif_orientation_is_applied_after_loading():
 def test_a_dng_is_unsupported_not_decoded_from_its_preview():
     data = encode(Image.new("RGB", (32, 24), RED), "TIFF", tiffinfo={50706: b"\x01\x04\x00\x00"})
     assert rejection(data).kind == "unsupported"
+
+
+@pytest.mark.parametrize("size", [(800, 600), (600, 800), (96, 96), (40, 30), (97, 13), (1, 300)])
+def test_model_input_is_the_letterboxed_image_pixel_for_pixel(size):
+    rng = np.random.default_rng(size[0])
+    img = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB")
+    for target in ((96, 96), (64, 80), (224, 224)):
+        out = to_model_input(img, target)
+        assert out.dtype == np.uint8 and out.flags.c_contiguous
+        np.testing.assert_array_equal(out, to_chw_uint8(letterbox(img, target)))
