@@ -100,8 +100,8 @@ def seed_photos(engine, settings, n: int) -> int:
         ev = IntakeEvent(bucket=settings.bucket, key=u.key, size=len(u.data), etag=u.etag, version_id=None,
                          sequencer="", event_time=at, event_name="s3:ObjectCreated:Put", content_type="image/jpeg",
                          source="s3")
-        probs = rng.dirichlet(np.full(len(DEPARTMENTS), 0.3))
-        d = decide(ev, probs, LABELS, settings.model_name, "1", 1.01, 0.15, at + timedelta(seconds=1))
+        probs = 0.9 * rng.dirichlet(np.full(len(DEPARTMENTS), 0.3)) + 0.1 / len(DEPARTMENTS)  # top-1 < 1
+        d = decide(ev, probs, LABELS, settings.model_name, "1", 1.0, 0.15, at + timedelta(seconds=1))  # all reviewed
         msgs.append(parse(d.model_dump_json().encode(), "decision"))
     Ingestor(engine, 0.0).ingest(msgs)
     return sum(len(u.data) for u in ups) // max(1, n)
