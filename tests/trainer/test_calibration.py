@@ -39,7 +39,7 @@ def test_temperature_recovers_the_over_confidence_factor():
 
 
 def test_evaluate_lowers_ece_of_an_over_confident_network(tmp_path):
-    corpus = write_corpus(tmp_path / "corpus", ["disc", "square", "hstripes", "vstripes"], per_class=40)
+    corpus = write_corpus(tmp_path / "corpus", ["disc", "square", "hstripes", "vstripes"], per_class=100)
     run = train(TrainConfig(corpus=str(corpus), out=str(tmp_path / "run"), arch="tiny", pretrained=False,
                             image_size=32, epochs=4, batch_size=16, lr=3e-3, workers=0, device="cpu"))
     factor = 10 / json.loads((run / "calibration.json").read_text())["temperature"]
@@ -54,6 +54,6 @@ def test_evaluate_lowers_ece_of_an_over_confident_network(tmp_path):
     assert m["ece"] < m["ece_uncalibrated"] and m["nll"] < m["nll_uncalibrated"]
     assert json.loads((run / "calibration.json").read_text())["temperature"] == result["temperature"]
     saved = json.loads((run / "eval_test.json").read_text())
-    assert len(saved["predictions"]) == m["n"] == 32
+    assert len(saved["predictions"]) == m["n"] == 80   # the test split of 4 x 100
     p = saved["predictions"][0]
     assert set(p) >= {"path", "label", "pred", "probs"} and sum(p["probs"]) == pytest.approx(1, abs=1e-4)
