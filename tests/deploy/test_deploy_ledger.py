@@ -14,7 +14,8 @@ import yaml
 from streams.__main__ import COMMANDS
 from streams.ledger.db import database_url
 from streams.worker.settings import Settings
-from tests.deploy.deployfiles import render
+from tests.deploy.deployfiles import host_port, render
+from tests.deploy.deployfiles import settings_from as settings_of  # noqa: F401 - test_deploy_console imports it from here
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO / "deploy" / "compose"
@@ -33,22 +34,6 @@ def env_file(path: Path) -> dict[str, str]:
 def defaults(value: str) -> str:
     """Compose interpolation with an empty environment: ${X:-default} -> default."""
     return re.sub(r"\$\{(\w+)(?::?-([^}]*))?\}", lambda m: m.group(2) or "", value)
-
-
-def settings_of(env: dict[str, str], monkeypatch, tmp_path) -> Settings:
-    import os
-    for key in [k for k in os.environ if k.startswith("ARTROUTE_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("ARTROUTE_STACK_FILE", str(tmp_path / "none.json"))
-    for key, value in env.items():
-        if key.startswith("ARTROUTE_"):
-            monkeypatch.setenv(key, value)
-    return Settings()
-
-
-def host_port(url_host: str) -> tuple[str, int]:
-    host, _, port = url_host.rpartition(":")
-    return host, int(port)
 
 
 @pytest.fixture(scope="module")
