@@ -10,13 +10,10 @@ from pydantic import AwareDatetime, BaseModel, Field
 Status = Literal["pending", "reviewed", "auto", "dead_letter"]
 
 
-class QueueItem(BaseModel):
-    """One object waiting for a curator: its current decision and why it waits."""
-    object_id: int
-    bucket: str
-    key: str
-    etag: str
+class ScoredDecision(BaseModel):
+    """What a decision said: the model, its department and scores (shared by queue items and history)."""
     decision_id: str
+    etag: str
     model_name: str
     model_version: str
     department: str
@@ -24,6 +21,13 @@ class QueueItem(BaseModel):
     confidence: float
     margin: float
     top3: list[dict[str, Any]]
+
+
+class QueueItem(ScoredDecision):
+    """One object waiting for a curator: its current decision and why it waits."""
+    object_id: int
+    bucket: str
+    key: str
     reason: str = Field(description='review reason of the decision ("low_confidence", "small_margin", '
                                     '"unfamiliar", ...) or "audit" for the audit sample')
     event_time: AwareDatetime
@@ -75,16 +79,7 @@ class SearchQuery(BaseModel):
     limit: int = Field(50, ge=1, le=1000)
 
 
-class DecisionOut(BaseModel):
-    decision_id: str
-    etag: str
-    model_name: str
-    model_version: str
-    department: str
-    department_id: int | None
-    confidence: float
-    margin: float
-    top3: list[dict[str, Any]]
+class DecisionOut(ScoredDecision):
     needs_review: bool
     review_reason: str | None
     audit: bool
