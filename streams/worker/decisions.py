@@ -88,7 +88,8 @@ def decide(event: IntakeEvent, probs: np.ndarray, labels: Sequence[Label], model
     its id come from them, never from a table here.
 
     Review rule: `rule` (the version's `RoutingRule`: an unfamiliarity score above its threshold ->
-    "unfamiliar", whatever the confidence; then its fitted confidence threshold), or without one the global
+    "unfamiliar", whatever the confidence; then its fitted confidence threshold; a rule with a threshold needs
+    the score: the router drops the gate where the config serves none), or without one the global
     thresholds: top-1 below `min_confidence` -> "low_confidence"; otherwise top-1 minus top-2 below
     `min_margin` -> "small_margin". Ties rank the lower class index first. Raises ValueError when
     `probs` is not a finite probability vector matching `labels` (the worker dead-letters the event).
@@ -104,9 +105,7 @@ def decide(event: IntakeEvent, probs: np.ndarray, labels: Sequence[Label], model
     margin = confidence - (float(p[order[1]]) if len(order) > 1 else 0.0)
     if rule is None:
         rule = _global_rule(tuple(lb.name for lb in labels), min_confidence, min_margin)
-    if unfamiliarity is None and rule.unfamiliar_threshold is not None:
-        rule = rule.model_copy(update={"unfamiliar_threshold": None})  # the config serves no UNFAMILIAR__2
-    auto, why, members = rule.apply(p, unfamiliarity if rule.unfamiliar_threshold is not None else None)
+    auto, why, members = rule.apply(p, unfamiliarity)
     reason: ReviewReason | None = None if auto else why
     top = labels[order[0]]
     return RoutingDecision(

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 import numpy as np
 from aiokafka.errors import KafkaError, KafkaTimeoutError, KafkaUnavailableError
 
+from streams.contract.model import ModelContract
 from streams.contract.retry import RetryPolicy, call_with_retries
 from streams.contract.routing import RoutingRule
 from streams.worker import metrics
@@ -71,7 +72,7 @@ class Router:
         self.decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self.health = Health(settings.health_stuck_s)
         self.drift = Drift(settings.drift_window)
-        self._overrides: dict[bytes, RoutingRule] = {}  # contract digest -> its global-threshold rule
+        self._rules: dict[tuple[int, bool], tuple[ModelContract, RoutingRule | None]] = {}  # see _rule
         self.loader: ObjectLoader | None = None
         self.served: ServedModel | None = None
         self.contracts: ContractBook | None = None
@@ -161,8 +162,8 @@ class Router:
         s = self.settings
         try:
             d = decide(item.event, scored.probs, scored.contract.labels, self.served.name, scored.version,
-                       s.review_min_confidence, s.review_min_margin, now, self._rule(scored.contract),
-                       scored.unfamiliarity)
+                       s.review_min_confidence, s.review_min_margin, now,
+                       self._rule(scored.contract, scored.unfamiliarity is not None), scored.unfamiliarity)
         except ValueError as e:  # decide's check: the answer is no probability vector over these labels
             out.dead_letters.append(self._dead_letter(msg, item.event, "bad_model_output", str(e), "decide"))
             return
@@ -171,16 +172,25 @@ class Router:
         self.drift.observe(d, scored.contract)
         out.decisions.append(d)
 
-    def _rule(self, contract) -> RoutingRule | None:
-        """The version's rule; with ARTROUTE_ROUTING=global the global thresholds, keeping its unfamiliarity gate."""
-        if self.settings.routing == "global" and contract.routing is not None:
-            key = contract.digest()
-            if key not in self._overrides:
-                self._overrides[key] = RoutingRule.global_thresholds(
-                    contract.label_names, self.settings.review_min_confidence, self.settings.review_min_margin,
-                    base=contract.routing)
-            return self._overrides[key]
-        return contract.routing
+    def _rule(self, contract: ModelContract, scored: bool) -> RoutingRule | None:
+        """The version's rule as this worker applies it, made once per contract (`scored`: its answer carried
+        an unfamiliarity score): with ARTROUTE_ROUTING=global the global thresholds, keeping its unfamiliarity
+        gate; without the gate when the model's config does not serve UNFAMILIAR__2 (some versions lack it).
+        Cached by the contract object, which the entry keeps alive so its id is not reused."""
+        key = (id(contract), scored)
+        entry = self._rules.get(key)
+        if entry is not None and entry[0] is contract:
+            return entry[1]
+        rule = contract.routing
+        if rule is not None and self.settings.routing == "global":
+            rule = RoutingRule.global_thresholds(contract.label_names, self.settings.review_min_confidence,
+                                                 self.settings.review_min_margin, base=rule)
+        if rule is not None and not scored and rule.unfamiliar_threshold is not None:
+            rule = rule.model_copy(update={"unfamiliar_threshold": None})
+        if len(self._rules) >= 64:   # versions come and go with rollouts: keep only recent contracts
+            self._rules.clear()
+        self._rules[key] = (contract, rule)
+        return rule
 
     def _parse(self, msg: Incoming, out: BatchOutcome) -> list[IntakeEvent]:
         result = parse_intake(msg.value, msg.key)

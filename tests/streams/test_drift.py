@@ -86,3 +86,22 @@ def test_alert_rules_parse_and_name_exported_metrics():
         for name in re.findall(r"\bartroute_\w+", r["expr"]):
             base = re.sub(r"_(bucket|count|sum)$", "", name)
             assert base in exported, f"{r['alert']}: {name} is not a metric the worker exports"
+
+
+def test_the_router_applies_the_rule_the_config_can_serve(tmp_path, monkeypatch):
+    from streams.worker.router import Router
+    from streams.worker.settings import Settings
+
+    monkeypatch.setenv("ARTROUTE_STACK_FILE", str(tmp_path / "none.json"))
+    router = Router(Settings(data_dir=str(tmp_path)))
+    assert router._rule(CONTRACT, scored=True) is RULE
+    ungated = router._rule(CONTRACT, scored=False)   # the config serves no UNFAMILIAR__2: no unfamiliar gate
+    assert ungated.unfamiliar_threshold is None and ungated.confidence_threshold == RULE.confidence_threshold
+    assert router._rule(CONTRACT, scored=False) is ungated   # made once per contract
+    d = decide(EVENT, np.array([0.999, 0.001, 0, 0]), LABELS, "artroute", "1", 0.6, 0.15, NOW, ungated, None)
+    assert (d.needs_review, d.unfamiliarity) == (False, None)      # decided on confidence alone
+    assert router._rule(CONTRACT.model_copy(update={"routing": None}), scored=True) is None
+
+    router = Router(Settings(data_dir=str(tmp_path), routing="global", review_min_confidence=0.5))
+    override = router._rule(CONTRACT, scored=True)
+    assert (override.method, override.confidence_threshold, override.unfamiliar_threshold) == ("global", 0.5, 0.3)
