@@ -16,7 +16,6 @@ out as an ImageNet cat class (281-285).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from trainer.models import ModelError
+from trainer.run import sha256_file
 
 
 class WeightsError(ModelError):
@@ -63,14 +63,6 @@ def package_file(name: str) -> Path:
     return Path(getattr(mod, cls).get_model_file_path())
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def convert(official: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
     """Official EfficientNet-Lite state dict -> `net`'s (a timm tf_efficientnet_lite*) naming, same tensors.
     Every tensor of `net` must be covered with its shape; only the classifier may differ (another class count)."""
@@ -106,7 +98,7 @@ def packaged_state_dict(name: str, net: nn.Module | None = None) -> dict[str, to
     """The verified (sha256) packaged ImageNet weights `name`, in timm's naming for its arch (1000-class head)."""
     path = package_file(name)
     arch, _, _, expected = PACKAGED[name]
-    digest = sha256_of(path)
+    digest = sha256_file(path)
     if digest != expected:
         raise WeightsError(f"{path}: sha256 {digest[:16]}... is not the released {expected[:16]}...; reinstall the package")
     if net is None:
