@@ -39,11 +39,7 @@ def dead_letters_page(request: Request, user: Annotated[User, Depends(require_us
 async def _publisher(st) -> Publisher:
     if st.publisher is None:
         publisher = Publisher(st.settings)
-        try:
-            await publisher.start()
-        except BaseException:
-            await publisher.stop()
-            raise
+        await publisher.start()
         st.publisher = publisher
     return st.publisher
 

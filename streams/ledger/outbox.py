@@ -71,11 +71,7 @@ class OutboxDrainer:
         await self._ensure_topic()
         if self.publisher is None:
             publisher = Publisher(self.settings)
-            try:
-                await publisher.start()
-            except BaseException:
-                await publisher.stop()
-                raise
+            await publisher.start()
             self.publisher = publisher
         try:
             await self.publisher.send_all(records)

@@ -25,10 +25,15 @@ class Publisher:
     async def start(self) -> None:
         # Created here, not in __init__: aiokafka binds to the running event loop.
         s = self.settings
-        self.producer = AIOKafkaProducer(
+        producer = AIOKafkaProducer(
             **s.kafka_client_kwargs(), acks="all", enable_idempotence=s.kafka_enable_idempotence,
             linger_ms=self.linger_ms, max_request_size=s.kafka_max_message_bytes, request_timeout_ms=30000)
-        await self.producer.start()
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()   # a failed start leaves its client and connections open
+            raise
+        self.producer = producer
 
     async def stop(self) -> None:
         if self.producer is not None:
