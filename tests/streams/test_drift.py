@@ -88,7 +88,8 @@ def test_alert_rules_parse_and_name_exported_metrics():
             assert base in exported, f"{r['alert']}: {name} is not a metric the worker exports"
 
 
-def test_the_router_applies_the_rule_the_config_can_serve(tmp_path, monkeypatch):
+async def test_the_router_applies_the_rule_the_config_can_serve(tmp_path, monkeypatch):
+    # async: the Router makes its gRPC aio client, which needs a running event loop
     from streams.worker.router import Router
     from streams.worker.settings import Settings
 
