@@ -1,7 +1,7 @@
 """The routing rule that ships with a model version: which decisions are auto-routed, which go to review.
 
 `RoutingRule` is plain data (pydantic, JSON) fitted by the trainer (trainer/selective.py) on held-out
-validation predictions and applied by the worker with numpy alone (no torch here):
+validation predictions and applied by the worker with numpy and plain Python (no torch here):
 
 - **Unfamiliar photos first.** When the model also emits an unfamiliarity score (how unlike the training
   photos an image is; trainer/unfamiliar.py) and it is above `unfamiliar_threshold`, the image goes to
@@ -20,6 +20,7 @@ validation predictions and applied by the worker with numpy alone (no torch here
 """
 from __future__ import annotations
 
+import math
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -114,7 +115,28 @@ class RoutingRule(BaseModel):
         return auto, reasons, sets
 
     def apply(self, probs, unfamiliarity: float | None = None) -> RoutingDecision:
-        """One image: probs (C,) calibrated, its unfamiliarity score (or None) -> (auto_route, reason, set)."""
-        u = None if unfamiliarity is None else np.array([unfamiliarity], dtype=np.float64)
-        auto, reasons, sets = self.apply_batch(np.asarray(probs, dtype=np.float64)[None, :], u)
-        return RoutingDecision(bool(auto[0]), reasons[0], sets[0])
+        """One image: probs (C,) calibrated, its unfamiliarity score (or None) -> (auto_route, reason, set).
+
+        The same answer as `apply_batch` on a batch of one, in plain Python: the worker calls it once per
+        decision, where numpy's per-call overhead on a vector of a few dozen classes cost more than the work."""
+        p = [float(x) for x in probs]
+        if len(p) != len(self.classes):
+            raise ValueError(f"probabilities of shape ({len(p)},) do not match {len(self.classes)} classes")
+        if not all(math.isfinite(x) for x in p):  # NaN has no place in a Python sort: numpy's order decides
+            u = None if unfamiliarity is None else np.array([unfamiliarity], dtype=np.float64)
+            auto, reasons, sets = self.apply_batch(np.asarray(p, dtype=np.float64)[None, :], u)
+            return RoutingDecision(bool(auto[0]), reasons[0], sets[0])
+        order = sorted(range(len(p)), key=p.__getitem__, reverse=True)  # stable: ties keep the lower index first
+        conf = p[order[0]]
+        margin = conf - (p[order[1]] if len(p) > 1 else 0.0)
+        unfamiliar = False
+        if self.unfamiliar_threshold is not None:
+            if unfamiliarity is None:
+                raise ValueError("the rule has an unfamiliarity threshold but no unfamiliarity scores were given")
+            unfamiliar = not float(unfamiliarity) <= self.unfamiliar_threshold  # NaN counts as unfamiliar
+        low, small = conf < self.confidence_threshold, margin < self.min_margin
+        reason: RouteReason = ("unfamiliar" if unfamiliar else "low_confidence" if low
+                               else "small_margin" if small else "confident")
+        auto = reason == "confident"
+        k = 1 if auto or self.set_threshold is None else max(1, sum(x >= self.set_threshold for x in p))
+        return RoutingDecision(auto, reason, [self.classes[j] for j in order[:k]])

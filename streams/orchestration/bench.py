@@ -71,7 +71,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", type=Path, default=Path("runs/bench/stack"))
     p.add_argument("--profile", action="store_true",
                    help="also split the worker's CPU per image into stages (fetch, decode, batch, publish, commit) "
-                        "with py-spy and per-thread CPU over the drain (streams/orchestration/profile.py)")
+                        "with py-spy and per-thread CPU over the drain (streams/orchestration/profile.py); "
+                        "py-spy's raw samples are left beside --out as .samples.txt")
 
 
 def make_images(n: int, seed: int = 0, size=(800, 600)) -> list[bytes]:
@@ -222,7 +223,7 @@ def main(args: argparse.Namespace) -> int:
             print("worker draining the backlog ...", flush=True)
             procs = {"worker": worker.proc.pid, "triton": stack.triton.process.pid, "s3": stack.s3.process.pid,
                      "kafka": stack.kafka.process.pid}
-            profile = StageProfile(worker.proc.pid) if args.profile else None
+            profile = StageProfile(worker.proc.pid, keep=args.out.with_suffix(".samples.txt")) if args.profile else None
             if profile:  # from the first Triton batch on (not the worker's start-up)
                 def start_profile() -> None:
                     if wait_for(lambda: _batches(metrics_url) > 0, 600, interval=0.1):

@@ -77,8 +77,8 @@ def main_thread_stages(raw: str) -> Counter:
 class StageProfile:
     """`start()` when the drain begins, `stop(images)` when it ends: ms of worker CPU per image by stage."""
 
-    def __init__(self, pid: int, rate: int = 200):
-        self.pid, self.rate = pid, rate
+    def __init__(self, pid: int, rate: int = 200, keep: Path | None = None):
+        self.pid, self.rate, self.keep = pid, rate, keep  # keep: where to leave py-spy's raw samples
         self.py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
         self._dir = Path(tempfile.mkdtemp(prefix="artroute-profile-"))
         self._proc: subprocess.Popen | None = None
@@ -106,6 +106,8 @@ class StageProfile:
         for tid, cpu in cpu1.items():
             by_thread[re.sub(r"_\d+$", "", names.get(tid, "native"))] += cpu - self._cpu0.get(tid, 0.0)
         samples = main_thread_stages((self._dir / "samples.txt").read_text())
+        if self.keep is not None:  # for a flame graph (e.g. flamegraph.pl, speedscope) or a closer look
+            shutil.copyfile(self._dir / "samples.txt", self.keep)
         shutil.rmtree(self._dir, ignore_errors=True)
         main, total = by_thread.pop("MainThread", 0.0), sum(samples.values()) or 1
         ms = dict.fromkeys(STAGES, 0.0)

@@ -9,6 +9,7 @@ downstream. Both models carry `schema_version`; their JSON Schemas are committed
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -97,12 +98,15 @@ def decide(event: IntakeEvent, probs: np.ndarray, labels: Sequence[Label], model
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 1 or p.shape[0] != len(labels) or p.shape[0] == 0:
         raise ValueError(f"probabilities of shape {p.shape} do not match {len(labels)} labels")
-    if not np.all(np.isfinite(p)) or p.min() < -1e-6 or abs(p.sum() - 1) > 1e-3:
-        raise ValueError(f"not a probability vector (sum {p.sum():.6f}, min {p.min():.6f})")
-    p = np.clip(p, 0.0, 1.0)
-    order = np.argsort(-p, kind="stable")
-    confidence = float(p[order[0]])
-    margin = confidence - (float(p[order[1]]) if len(order) > 1 else 0.0)
+    p = p.tolist()  # plain floats from here: a few dozen classes cost numpy more in calls than in work
+    finite = all(math.isfinite(x) for x in p)
+    low, total = (min(p), math.fsum(p)) if finite else (math.nan, math.nan)
+    if not finite or low < -1e-6 or abs(total - 1) > 1e-3:
+        raise ValueError(f"not a probability vector (sum {total:.6f}, min {low:.6f})")
+    p = [min(1.0, max(0.0, x)) for x in p]
+    order = sorted(range(len(p)), key=p.__getitem__, reverse=True)  # stable: ties rank the lower index first
+    confidence = p[order[0]]
+    margin = confidence - (p[order[1]] if len(order) > 1 else 0.0)
     if rule is None:
         rule = _global_rule(tuple(lb.name for lb in labels), min_confidence, min_margin)
     auto, why, members = rule.apply(p, unfamiliarity)
@@ -113,7 +117,7 @@ def decide(event: IntakeEvent, probs: np.ndarray, labels: Sequence[Label], model
         bucket=event.bucket, key=event.key, etag=event.etag, version_id=event.version_id, source=event.source,
         department_id=top.department_id, department=top.name,
         confidence=confidence, margin=max(0.0, margin),
-        top3=[ScoredLabel(label=labels[i].name, score=float(p[i])) for i in order[:3]],
+        top3=[ScoredLabel(label=labels[i].name, score=p[i]) for i in order[:3]],
         model=ModelRef(name=model_name, version=model_version),
         event_time=event.event_time, decided_at=now, needs_review=reason is not None, review_reason=reason,
         routing=rule.method, prediction_set=members if rule.set_threshold is not None else None,

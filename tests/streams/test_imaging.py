@@ -260,3 +260,47 @@ def test_model_input_is_the_letterboxed_image_pixel_for_pixel(size):
         out = to_model_input(img, target)
         assert out.dtype == np.uint8 and out.flags.c_contiguous
         np.testing.assert_array_equal(out, to_chw_uint8(letterbox(img, target)))
+
+
+def _photo(size=(800, 600), seed=0) -> Image.Image:
+    """A photo-like RGB image (smooth gradients plus noise), so DCT and upsampling choices show in the pixels."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x * 255 / w, y * 255 / h, (x + y) * 127 / (w + h)], axis=-1)
+    return Image.fromarray(np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8), "RGB")
+
+
+def _pillow_draft(data: bytes, box: tuple[int, int] | None) -> np.ndarray:
+    """Pillow's own decode of `data`, drafted to `box` (W, H) as load_image drafts."""
+    img = Image.open(io.BytesIO(data))
+    if box is not None:
+        img.draft("RGB", box)
+    img.load()
+    return np.asarray(img)
+
+
+@pytest.mark.parametrize("variant", ["420", "444", "grey", "progressive"])
+@pytest.mark.parametrize("target,box", [(None, None), ((224, 224), (224, 168)), ((96, 96), (96, 72))])
+def test_jpeg_pixels_are_pillows_draft_pixels(variant, target, box):
+    # The TurboJPEG path (simplejpeg) must decode exactly what Pillow's draft decode gave, at each DCT scale
+    # (1/1, 1/2, 1/8 for 800x600), so models trained and evaluated before it see the same inputs.
+    photo = _photo()
+    kw = {"quality": 90, "subsampling": 0 if variant == "444" else 2, "progressive": variant == "progressive"}
+    data = encode(photo.convert("L") if variant == "grey" else photo, "JPEG", **kw)
+    ref = _pillow_draft(data, box)
+    got = np.asarray(load_image(data, LIMIT, target))
+    assert got.shape == ref.shape
+    assert np.array_equal(got, ref)
+    if target is not None:
+        want = to_model_input(Image.fromarray(ref), target)
+        assert np.array_equal(decode_image(data, LIMIT, target), want)
+
+
+def test_jpeg_exif_orientation_with_turbojpeg_pixels():
+    # The decoded copy carries no EXIF: the orientation read from the header must still be applied.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(_photo((160, 80)), "JPEG", quality=95, exif=exif)
+    assert load_image(data, LIMIT).size == (80, 160)
+    assert load_image(data, LIMIT, (64, 64)).size == (40, 80)  # drafted by 1/2, then rotated

@@ -63,3 +63,20 @@ def test_bad_input_is_refused():
         RoutingRule(method="ltt", classes=CLASSES, confidence_threshold=0.9)
     with pytest.raises(ValidationError):
         rule(surprise=1)
+
+
+def test_one_image_in_plain_python_answers_as_the_batch_does():
+    # `apply` (one image, plain Python: the worker's per-decision path) must give apply_batch's answer,
+    # ties (lower index first), NaN unfamiliarity, sets and margins included.
+    rng = np.random.default_rng(1)
+    probs = np.concatenate([rng.dirichlet([0.3, 0.3, 0.3], size=300),
+                            [[0.5, 0.5, 0.0], [0.25, 0.375, 0.375], [1 / 3, 1 / 3, 1 / 3], [0.0, 0.0, 1.0]]])
+    u = rng.uniform(0, 0.5, size=len(probs))
+    u[::17] = np.nan
+    for r in (rule(), RoutingRule.global_thresholds(CLASSES, 0.6, 0.2, base=rule()),
+              RoutingRule.global_thresholds(CLASSES, 0.6, 0.2)):
+        scores = None if r.unfamiliar_threshold is None else u
+        auto, reasons, sets = r.apply_batch(probs, scores)
+        one = [tuple(r.apply(p.tolist(), None if scores is None else float(x))) for p, x in zip(probs, u)]
+        assert one == list(zip(auto.tolist(), reasons, sets))
+        assert len({len(s) for s in sets}) > 1 or r.set_threshold is None
