@@ -38,6 +38,7 @@ class Trust(BaseModel):
     non_artwork_auto_share: float | None = None
     auroc_non_artwork: float | None = None   # mean over the runs
     auroc_shifted: float | None = None       # mean over the runs
+    pooled_threshold: float | None = None    # --pool-val: the one confidence threshold all runs applied
 
 
 class Side(BaseModel):
@@ -137,8 +138,10 @@ def mcnemar_p(b: int, c: int) -> float:
 
 
 def compare(a_runs: list[str], b_runs: list[str], split: str = "test",
-            refit: tuple[float, float] | None = None) -> Comparison:
-    """`refit` = (target accuracy, delta): refit each run's routing rule from its stored val predictions first."""
+            refit: tuple[float, float] | None = None, pool_val: bool = False) -> Comparison:
+    """`refit` = (target accuracy, delta): refit each run's routing rule from its stored val predictions first;
+    with `pool_val`, one confidence threshold per side from all its runs' val predictions pooled
+    (trainer.trust.refit_pooled)."""
     classes, a = pooled(a_runs, split)
     classes_b, b = pooled(b_runs, split)
     if classes_b != classes:
@@ -152,12 +155,22 @@ def compare(a_runs: list[str], b_runs: list[str], split: str = "test",
         probs = np.stack([preds[k][1] for k in keys])
         m = summarize(probs, targets, classes)
         evals = read_evals(runs, split)
+        lam = None
         if refit and all("val_predictions" in ev for ev in evals):
-            from trainer.trust import refit as refit_rule
+            from trainer.trust import refit as refit_rule, refit_pooled
 
-            evals = [refit_rule(ev, *refit) for ev in evals]
+            if pool_val:
+                lam, evals = refit_pooled(evals, *refit)
+            else:
+                evals = [refit_rule(ev, *refit) for ev in evals]
+        elif pool_val:
+            raise CompareError(f"--pool-val needs val predictions in every eval_{split}.json (trainer evaluate stores "
+                               "them with the routing rule)")
+        trust = pooled_trust(evals)
+        if trust is not None and lam is not None:
+            trust = trust.model_copy(update={"pooled_threshold": lam})
         return Side(runs=runs, top1=m["top1"], macro_f1=m["macro_f1"], ece=m["ece"],
-                    trust=pooled_trust(evals)), probs.argmax(1) == targets
+                    trust=trust), probs.argmax(1) == targets
 
     sa, right_a = side(a_runs, a)
     sb, right_b = side(b_runs, b)
@@ -169,7 +182,8 @@ def compare(a_runs: list[str], b_runs: list[str], split: str = "test",
 def trust_line(t: Trust) -> str:
     def f(x, pct=True):
         return "-" if x is None else (f"{100 * x:.1f} %" if pct else f"{x:.3f}")
-    return (f"auto-routed {f(t.coverage)} at accuracy {f(t.auto_accuracy)}; sets {f(t.set_coverage)} hold the truth, "
+    pooled = "" if t.pooled_threshold is None else f"pooled-val threshold {t.pooled_threshold:.3f}: "
+    return (f"{pooled}auto-routed {f(t.coverage)} at accuracy {f(t.auto_accuracy)}; sets {f(t.set_coverage)} hold the truth, "
             f"size {t.mean_set_size:.2f}; shifted: top1 {f(t.shifted_top1)}, auto-routed {f(t.shifted_coverage)} at "
             f"accuracy {f(t.shifted_auto_accuracy)}; non-artwork auto-routed {f(t.non_artwork_auto_share)}; "
             f"unfamiliarity AUROC non-artwork {f(t.auroc_non_artwork, False)}, shifted {f(t.auroc_shifted, False)}")
@@ -183,13 +197,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="refit each run's routing rule for this target from its stored val predictions "
                         "(default: the rules evaluate fitted)")
     p.add_argument("--delta", type=float, default=0.1, help="with --target-accuracy: 1 - confidence (default: 0.1)")
+    p.add_argument("--pool-val", action="store_true",
+                   help="fit ONE confidence threshold per side on all its runs' val predictions pooled (e.g. ten "
+                        "folds: ~10x the photos of one val split, enough to certify 95 %%), each run keeping its "
+                        "unfamiliarity gate; the guarantee is then the recipe's (default target: 0.95)")
     p.add_argument("--out", help="write the comparison as JSON here (default: print only)")
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.pool_val and args.target_accuracy is None:
+        args.target_accuracy = 0.95
     if args.target_accuracy is not None and not (0 < args.target_accuracy < 1 and 0 < args.delta < 1):
         raise CompareError("--target-accuracy and --delta must lie strictly between 0 and 1")
-    c = compare(args.a, args.b, args.split, None if args.target_accuracy is None else (args.target_accuracy, args.delta))
+    c = compare(args.a, args.b, args.split, None if args.target_accuracy is None else (args.target_accuracy, args.delta),
+                pool_val=args.pool_val)
     for name, s in (("A", c.a), ("B", c.b)):
         print(f"{name}: top1={s.top1:.4f} macro_f1={s.macro_f1:.4f} ece={s.ece:.4f}  ({len(s.runs)} run(s))")
         if s.trust:

@@ -165,7 +165,35 @@ def refit(ev: dict, target_accuracy: float, delta: float) -> dict:
     rule = selective.fit_rule(vp, np.array([classes.index(p["target"]) for p in val]), classes, target_accuracy,
                               delta, old.set_coverage, np.array([p["unfamiliarity"] for p in val]),
                               old.unfamiliar_threshold, old.unfamiliar_false_alarm)
-    rule = rule.model_copy(update={"set_threshold": old.set_threshold})
+    return redecide(ev, rule.model_copy(update={"set_threshold": old.set_threshold}))
+
+
+def refit_pooled(evals: list[dict], target_accuracy: float, delta: float) -> tuple[float, list[dict]]:
+    """One confidence threshold for a recipe's runs (e.g. the folds of a cross-validation), fitted by
+    Learn-then-Test on their validation predictions pooled: ten folds pool ~10x the photos of one val split,
+    so a target such as 95 % can be certified where ~100 photos cannot (docs/trust.md section 1). Each run
+    keeps its unfamiliarity gate (which decides which of its val photos are eligible) and its sets.
+    The guarantee is then about the recipe (a model trained so, with its rule) rather than one model.
+    Returns (threshold, the evals re-decided with it)."""
+    conf, correct, eligible = [], [], []
+    for ev in evals:
+        rule, classes = RoutingRule.model_validate(ev["trust"]["rule"]), ev["classes"]
+        vp = np.array([p["probs"] for p in ev["val_predictions"]])
+        targets = np.array([classes.index(p["target"]) for p in ev["val_predictions"]])
+        u = np.array([p["unfamiliarity"] for p in ev["val_predictions"]], dtype=np.float64)
+        conf.append(vp.max(axis=1))
+        correct.append(vp.argmax(axis=1) == targets)
+        eligible.append(u <= rule.unfamiliar_threshold if rule.unfamiliar_threshold is not None
+                        else np.ones(len(u), bool))
+    lam, _ = selective.ltt_threshold(np.concatenate(conf), np.concatenate(correct), target_accuracy, delta,
+                                     np.concatenate(eligible))
+    update = {"confidence_threshold": lam, "target_accuracy": target_accuracy, "delta": delta}
+    return lam, [redecide(ev, RoutingRule.model_validate(ev["trust"]["rule"]).model_copy(update=update))
+                 for ev in evals]
+
+
+def redecide(ev: dict, rule: RoutingRule) -> dict:
+    """`ev` (an eval_<split>.json dict) with `rule` as its rule and every stored decision re-made with it."""
     out = dict(ev, trust=dict(ev["trust"], rule=rule.model_dump(mode="json")))
     for key in ("predictions", "shifted_predictions", "non_artwork_predictions"):
         preds = ev.get(key, [])

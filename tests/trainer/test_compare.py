@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+import numpy as np
 import pytest
 
 from tests.trainer.conftest import trainer_cmd
@@ -40,3 +41,50 @@ def test_compare_two_real_runs_pairs_every_test_image(tmp_path):
     r = subprocess.run(trainer_cmd("compare", "--a", str(a), "--b", str(tmp_path / "nope")), capture_output=True,
                        text=True)
     assert r.returncode == 2 and "missing" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def _fold(run, first: int, n: int, rng):
+    """An eval_test.json like `trainer evaluate` writes: n val and n test photos, 2 classes, a rule with an
+    unfamiliarity gate at 0.5; val: confident and right (one unfamiliar); test: the same and one wrong."""
+    from streams.contract.routing import RoutingRule
+    from trainer.trust import redecide
+
+    classes = ["Pottery", "Statuary"]
+    rule = RoutingRule(method="ltt", classes=classes, confidence_threshold=1.0000001, target_accuracy=0.95,
+                       delta=0.1, set_threshold=0.2, set_coverage=0.95, unfamiliar_threshold=0.5)
+
+    def photo(i, right=True, u=0.1):
+        c = float(rng.uniform(0.97, 0.999))
+        t = i % 2
+        probs = [c, 1 - c] if (t == 0) == right else [1 - c, c]
+        return {"path": f"/photos/{i}.jpg", "target": classes[t], "pred": classes[int(probs[1] > probs[0])],
+                "probs": probs, "unfamiliarity": u}
+
+    val = [photo(10_000 + first + i) for i in range(n - 1)] + [photo(20_000 + first, u=0.9)]
+    test = [photo(first + i) for i in range(n - 1)] + [photo(first + n - 1, right=False)]
+    ev = redecide({"classes": classes, "predictions": test, "val_predictions": val, "trust": {"rule": {}}}, rule)
+    run.mkdir()
+    (run / "eval_test.json").write_text(json.dumps(ev))
+    return str(run)
+
+
+def test_pooled_val_certifies_what_one_fold_cannot(tmp_path):
+    # 95 % with delta 0.1 needs >= 45 eligible val photos with no error; each fold has 39 (one is unfamiliar):
+    # alone no threshold is certified, pooled (78) one is, and every fold applies it with its own gate.
+    from trainer.selective import NEVER
+
+    rng = np.random.default_rng(0)
+    runs = [_fold(tmp_path / f"cv{k}", 100 * k, 40, rng) for k in range(2)]
+    alone = compare(runs, runs[::-1], refit=(0.95, 0.1))
+    assert alone.a.trust.coverage == 0 and alone.a.trust.pooled_threshold is None
+    pooled = compare(runs, runs, refit=(0.95, 0.1), pool_val=True)
+    t = pooled.a.trust
+    assert t.pooled_threshold is not None and t.pooled_threshold < NEVER
+    assert t.coverage == 1.0  # every test photo is familiar and at least as confident as the threshold
+    assert t.auto_accuracy == pytest.approx(78 / 80)  # the two wrong test photos are confident: routed, wrong
+    out = tmp_path / "pooled.json"
+    r = subprocess.run(trainer_cmd("compare", "--a", *runs, "--b", *runs, "--pool-val", "--out", str(out)),
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "pooled-val threshold" in r.stdout
+    assert json.loads(out.read_text())["a"]["trust"]["pooled_threshold"] == pytest.approx(t.pooled_threshold)
