@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     agent_concurrency: int = Field(2, ge=1, description="Batches in flight per worker: one is fetched and decoded "
                                                          "while another is on Triton.")
     fetch_concurrency: int = Field(16, ge=1, description="Concurrent object downloads per worker.")
-    decode_threads: int = Field(2, ge=1, description="Threads decoding images (Pillow releases the GIL).")
+    decode_threads: int = Field(2, ge=1, description="Threads decoding images (TurboJPEG and Pillow release the GIL while decoding).")
     max_object_bytes: int = Field(50 * 2**20, ge=1, description="Objects larger than this are dead-lettered.")
     fetch_memory_bytes: int = Field(128 * 2**20, ge=2**20, description="Bytes of fetched objects held at once, "
                                                                        "waiting to be decoded.")
