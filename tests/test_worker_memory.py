@@ -51,3 +51,52 @@ async def test_worker_stays_under_its_memory_limit_with_huge_scans_and_bomb_head
     assert set(out.decisions) == {u.key for u in ups if "header" not in u.key}, kinds
     assert {kinds[u.key] for u in ups if "header" in u.key} <= {"truncated", "corrupt"}
     print(f"peak memory {peak >> 20} MiB (cgroup: {available}), peak RSS {rss >> 20} MiB")
+
+
+def progressive_jpeg(width: int, height: int, shade: int) -> bytes:
+    """A progressive 4:4:4 JPEG: small on disk (one colour), but libjpeg buffers all its DCT coefficients
+    (6 bytes per pixel) to decode it, whatever the DCT scaling."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (shade, 90, 40)).save(buf, "JPEG", quality=90, progressive=True, subsampling=0)
+    return buf.getvalue()
+
+
+async def test_progressive_jpegs_are_decoded_within_the_memory_limit(own_worker, stack_settings):
+    # Each 72 MP progressive JPEG (~0.8 MB) needs ~430 MB of libjpeg's coefficient buffer. The decode budget
+    # (512 MiB) counted only the drafted pixels (9 MB), so both decode threads decoded one at once and the
+    # worker went over its 1 GiB limit (failed before this fix: OOM-killed). Now the budget admits one at a
+    # time, and a 100 MP one (~580 MB, more than the whole budget) is a dead letter `bomb`, named.
+    p = unique_prefix("progressive")
+    objects = {p + f"progressive-{i}.jpg": progressive_jpeg(9000, 8000, 100 + i) for i in range(4)}
+    objects[p + "progressive-100mp.jpg"] = progressive_jpeg(10000, 10000, 50)
+    objects |= {p + f"photo-{i}.jpg": jpeg(i % 4, seed=800 + i) for i in range(2)}
+    ups = list(upload_quietly(stack_settings, objects).values())
+    available = MemoryLimit.available()
+    limit = MemoryLimit(LIMIT).create() if available else None
+    try:
+        worker, topic = await own_worker("progressive", ARTROUTE_MAX_OBJECT_BYTES=str(16 * 2**20),
+                                         ARTROUTE_KAFKA_SESSION_TIMEOUT_S="10")
+        if limit:
+            limit.add(worker.proc.pid)
+        with log_tail_on_failure(worker.log_path):
+            await publish_events(stack_settings, topic, ups, content_type="image/jpeg")
+            out = await collect_outcomes(stack_settings, [u.key for u in ups], timeout=300, linger=0, stall=120)
+            rss = await asyncio.to_thread(peak_rss_bytes, worker.proc.pid)
+            alive = worker.proc.poll() is None
+            peak, kills = (limit.peak_bytes(), limit.oom_kills()) if limit else (rss, 0)
+            worker.kill()
+    finally:
+        if limit:
+            limit.remove()
+    assert alive and kills == 0, f"the worker was OOM-killed under a {LIMIT >> 20} MiB limit"
+    assert peak < LIMIT, f"peak {peak >> 20} MiB"
+    missing = [u.key for u in ups if not out.settled(u.key)]
+    assert not missing, missing
+    assert set(out.decisions) == {u.key for u in ups if "100mp" not in u.key}
+    letter = out.dead_letters[p + "progressive-100mp.jpg"][0]
+    assert letter["error_kind"] == "bomb" and "decode memory budget" in letter["message"], letter
+    print(f"peak memory {peak >> 20} MiB (cgroup: {available}), peak RSS {rss >> 20} MiB")

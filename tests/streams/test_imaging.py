@@ -304,3 +304,20 @@ def test_jpeg_exif_orientation_with_turbojpeg_pixels():
     data = encode(_photo((160, 80)), "JPEG", quality=95, exif=exif)
     assert load_image(data, LIMIT).size == (80, 160)
     assert load_image(data, LIMIT, (64, 64)).size == (40, 80)  # drafted by 1/2, then rotated
+
+
+def test_decode_cost_counts_libjpegs_coefficient_buffer_for_progressive_jpegs():
+    # libjpeg buffers every DCT coefficient (2 bytes, full size) of a multi-scan JPEG: 6 bytes per pixel at
+    # 4:4:4, 3 at 4:2:0; a baseline JPEG (one interleaved scan) needs none, whatever its size.
+    from streams.contract.imaging import _open_for_target, decode_cost
+
+    def cost(**kw):
+        data = encode(Image.new("RGB", (3000, 2000), (10, 20, 30)), "JPEG", **kw)
+        img, _ = _open_for_target(data, LIMIT, (224, 224))
+        assert img.size == (375, 250)  # drafted by 1/8: the pixels are small either way
+        return decode_cost(img, (224, 224), data)
+
+    baseline = cost(subsampling=0)
+    assert baseline < 2 * 2**20
+    assert cost(progressive=True, subsampling=0) - baseline == pytest.approx(3000 * 2000 * 6, rel=0.01)
+    assert cost(progressive=True, subsampling=2) - baseline == pytest.approx(3000 * 2000 * 3, rel=0.01)
