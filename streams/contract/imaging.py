@@ -19,9 +19,9 @@ import warnings
 from typing import Literal
 
 import numpy as np
-import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
+from streams.contract import jpeg
 from streams.contract.budget import ByteBudget
 
 PAD_RGB = (0, 0, 0)
@@ -143,7 +143,7 @@ def decode_cost(img: Image.Image, target: tuple[int, int], data: bytes | None = 
     w, h = img.size
     cost = w * h * _STORAGE_BYTES.get(img.mode, 4) + 2**20
     if img.format == "JPEG":  # TurboJPEG's packed output, then Pillow's copy of it (`_load_pixels`)
-        cost += w * h * len(img.getbands()) + _jpeg_coefficient_bytes(img, data)
+        cost += w * h * len(img.getbands()) + jpeg.coefficient_bytes(img, data)
     elif img.format == "TIFF":
         cost += _tiff_strip_bytes(img)
     elif img.format in _OWN_BUFFER_BYTES:  # the codec decodes into a buffer of its own, then Pillow copies
@@ -154,49 +154,6 @@ def decode_cost(img: Image.Image, target: tuple[int, int], data: bytes | None = 
         if img.mode != "RGB":
             cost += max(fy, BAND_PIXELS // w) * w * 20  # a band: the crop, RGB, and int arithmetic
     return cost
-
-
-def _jpeg_coefficient_bytes(img: Image.Image, data: bytes | None) -> int:
-    """A JPEG of more than one scan (progressive, or baseline with non-interleaved scans) is decoded by
-    libjpeg through a buffer of every DCT coefficient of the whole image: 2 bytes per coefficient, 64 per
-    8x8 block of each component, at full size whatever the DCT scaling. For a 100 MP progressive 4:4:4
-    photo (1.1 MB of file) that is ~580 MB, where the drafted pixels are 6 MB. A baseline file whose
-    first scan holds every component is single-scan; one that cannot be read so counts as multi-scan."""
-    scale = (img.decoderconfig or (1, 0))[0] if getattr(img, "decoderconfig", None) else 1
-    w, h = img.width * scale, img.height * scale   # the size before draft (rounded up)
-    if w * h <= BAND_PIXELS // 4:
-        return 0
-    layers = getattr(img, "layer", None) or [("", 1, 1, 0)] * len(img.getbands())
-    if not img.info.get("progressive") and data is not None:
-        first = _first_scan_components(data)
-        if first is not None and first >= len(layers):  # one interleaved scan of every component: no buffer
-            return 0
-    hmax, vmax = max(lay[1] for lay in layers), max(lay[2] for lay in layers)
-    blocks = 0
-    for _, hs, vs, _ in layers:  # blocks of each component, padded to whole MCUs
-        bw = -(-w // (8 * hmax)) * hs
-        bh = -(-h // (8 * vmax)) * vs
-        blocks += bw * bh
-    return blocks * 64 * 2
-
-
-def _first_scan_components(data: bytes) -> int | None:
-    """The number of components of a JPEG's first scan (its first SOS header), walking the marker
-    segments from SOI; None when the header does not read so."""
-    i, n = 2, len(data)
-    while i + 4 < n:
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-        elif marker == 0xDA:
-            return data[i + 4]
-        elif 0xD0 <= marker <= 0xD8 or marker == 0x01:  # standalone markers
-            i += 2
-        else:
-            i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
-    return None
 
 
 def shrink_to_rgb(img: Image.Image, target: tuple[int, int]) -> Image.Image:
@@ -283,21 +240,11 @@ def _open_for_target(data: bytes, max_pixels: int, target: tuple[int, int] | Non
 
 
 def _load_pixels(data: bytes, img: Image.Image) -> Image.Image:
-    """`img` (opened from `data`, drafted) loaded: JPEGs in RGB or greyscale through TurboJPEG at the
-    scale Pillow's draft chose, the very same pixels (libjpeg-turbo's ISLOW DCT and fancy upsampling, as
-    Pillow decodes a draft; tests/streams/test_imaging.py) at less CPU (Pillow feeds libjpeg in chunks from
-    Python: 2.36 vs 1.78 ms for an 800x600 q90 photo at 1/8, docs/benchmarks.md). Anything TurboJPEG
-    refuses or warns about (truncated, corrupt, CMYK, 12-bit, arithmetic coding) goes through Pillow,
-    which decodes it or names the rejection as before."""
-    if img.format == "JPEG" and img.mode in ("RGB", "L"):
-        try:
-            arr = simplejpeg.decode_jpeg(data, colorspace="RGB" if img.mode == "RGB" else "GRAY",
-                                         fastdct=False, fastupsample=False, strict=True,
-                                         min_width=img.width, min_height=img.height)
-        except ValueError:
-            arr = None
-        if arr is not None and arr.shape[:2] == (img.height, img.width):
-            return Image.fromarray(arr[:, :, 0] if img.mode == "L" else arr, img.mode)
+    """`img` (opened from `data`, drafted) loaded: JPEG pixels through TurboJPEG when it takes them
+    (streams.contract.jpeg), the rest through Pillow."""
+    pixels = jpeg.turbo_pixels(data, img)
+    if pixels is not None:
+        return pixels
     _load(img)
     return img
 
