@@ -45,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency-ms", type=float, nargs=2, default=(50.0, 150.0), metavar=("MIN", "MAX"),
                    help="simulated latency per request (default: 50 150)")
     p.add_argument("--concurrency", type=int, default=64, help="objects in flight (default: 64)")
+    p.add_argument("--margin-ms", type=float, default=40.0,
+                   help="the client's headroom per 1 s window against event-loop lag on either side (ClientConfig."
+                        "margin_s; default: 40, the client's own default; use more on an overloaded machine)")
     p.add_argument("--generated", action="store_true", help="fake serves generated records only")
 
 
@@ -65,7 +68,8 @@ async def run(args: argparse.Namespace) -> BenchResult:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-harvest-") as tmp:
             cfg = HarvestConfig(out=Path(tmp), per_department=args.per_department, concurrency=args.concurrency,
-                                progress=False, client=ClientConfig(base_url=base, rps=args.rps, image_rps=args.rps))
+                                progress=False, client=ClientConfig(base_url=base, rps=args.rps, image_rps=args.rps,
+                                                                  margin_s=args.margin_ms / 1000))
             async with aiohttp.ClientSession() as s:
                 await s.post(f"{admin}/reset")
             t0 = time.monotonic()
