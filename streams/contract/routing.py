@@ -126,7 +126,13 @@ class RoutingRule(BaseModel):
             u = None if unfamiliarity is None else np.array([unfamiliarity], dtype=np.float64)
             auto, reasons, sets = self.apply_batch(np.asarray(p, dtype=np.float64)[None, :], u)
             return RoutingDecision(bool(auto[0]), reasons[0], sets[0])
-        order = sorted(range(len(p)), key=p.__getitem__, reverse=True)  # stable: ties keep the lower index first
+        return self.apply_ordered(p, sorted(range(len(p)), key=p.__getitem__, reverse=True), unfamiliarity)
+
+    def apply_ordered(self, p: list[float], order: list[int], unfamiliarity: float | None = None) -> RoutingDecision:
+        """`apply` for finite probabilities `p` (a list, one per class) already ranked: `order` holds their
+        indices most probable first, ties by the lower index (what `decide` has computed anyway)."""
+        if len(p) != len(self.classes):
+            raise ValueError(f"probabilities of shape ({len(p)},) do not match {len(self.classes)} classes")
         conf = p[order[0]]
         margin = conf - (p[order[1]] if len(p) > 1 else 0.0)
         unfamiliar = False

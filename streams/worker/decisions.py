@@ -109,7 +109,7 @@ def decide(event: IntakeEvent, probs: np.ndarray, labels: Sequence[Label], model
     margin = confidence - (p[order[1]] if len(order) > 1 else 0.0)
     if rule is None:
         rule = _global_rule(tuple(lb.name for lb in labels), min_confidence, min_margin)
-    auto, why, members = rule.apply(p, unfamiliarity)
+    auto, why, members = rule.apply_ordered(p, order, unfamiliarity)  # the same order: not sorted again
     reason: ReviewReason | None = None if auto else why
     top = labels[order[0]]
     return RoutingDecision(
