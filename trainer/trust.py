@@ -159,11 +159,8 @@ def refit(ev: dict, target_accuracy: float, delta: float) -> dict:
     """An eval_<split>.json dict with its rule refitted from its `val_predictions` for another target and delta
     (same unfamiliarity threshold and sets), and every stored decision re-made with it."""
     old = RoutingRule.model_validate(ev["trust"]["rule"])
-    classes = ev["classes"]
-    val = ev["val_predictions"]
-    vp = np.array([p["probs"] for p in val])
-    rule = selective.fit_rule(vp, np.array([classes.index(p["target"]) for p in val]), classes, target_accuracy,
-                              delta, old.set_coverage, np.array([p["unfamiliarity"] for p in val]),
+    vp, targets, u = _val_arrays(ev)
+    rule = selective.fit_rule(vp, targets, ev["classes"], target_accuracy, delta, old.set_coverage, u,
                               old.unfamiliar_threshold, old.unfamiliar_false_alarm)
     return redecide(ev, rule.model_copy(update={"set_threshold": old.set_threshold}))
 
@@ -176,11 +173,9 @@ def refit_pooled(evals: list[dict], target_accuracy: float, delta: float) -> tup
     The guarantee is then about the recipe (a model trained so, with its rule) rather than one model.
     Returns (threshold, the evals re-decided with it)."""
     conf, correct, eligible = [], [], []
-    for ev in evals:
-        rule, classes = RoutingRule.model_validate(ev["trust"]["rule"]), ev["classes"]
-        vp = np.array([p["probs"] for p in ev["val_predictions"]])
-        targets = np.array([classes.index(p["target"]) for p in ev["val_predictions"]])
-        u = np.array([p["unfamiliarity"] for p in ev["val_predictions"]], dtype=np.float64)
+    rules = [RoutingRule.model_validate(ev["trust"]["rule"]) for ev in evals]
+    for ev, rule in zip(evals, rules):
+        vp, targets, u = _val_arrays(ev)
         conf.append(vp.max(axis=1))
         correct.append(vp.argmax(axis=1) == targets)
         eligible.append(u <= rule.unfamiliar_threshold if rule.unfamiliar_threshold is not None
@@ -188,8 +183,14 @@ def refit_pooled(evals: list[dict], target_accuracy: float, delta: float) -> tup
     lam, _ = selective.ltt_threshold(np.concatenate(conf), np.concatenate(correct), target_accuracy, delta,
                                      np.concatenate(eligible))
     update = {"confidence_threshold": lam, "target_accuracy": target_accuracy, "delta": delta}
-    return lam, [redecide(ev, RoutingRule.model_validate(ev["trust"]["rule"]).model_copy(update=update))
-                 for ev in evals]
+    return lam, [redecide(ev, rule.model_copy(update=update)) for ev, rule in zip(evals, rules)]
+
+
+def _val_arrays(ev: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(probs (N, C), target indices (N,), unfamiliarity (N,)) of an eval's stored val predictions."""
+    val, classes = ev["val_predictions"], ev["classes"]
+    return (np.array([p["probs"] for p in val]), np.array([classes.index(p["target"]) for p in val]),
+            np.array([p["unfamiliarity"] for p in val], dtype=np.float64))
 
 
 def redecide(ev: dict, rule: RoutingRule) -> dict:
