@@ -38,7 +38,8 @@ def coefficient_bytes(img: Image.Image, data: bytes | None) -> int:
     8x8 block of each component, at full size whatever the DCT scaling. For a 100 MP progressive 4:4:4
     photo (1.1 MB of file) that is ~580 MB, where the drafted pixels are 6 MB. A baseline file whose
     first scan holds every component is single-scan; one that cannot be read so counts as multi-scan."""
-    scale = (img.decoderconfig or (1, 0))[0] if getattr(img, "decoderconfig", None) else 1
+    config = getattr(img, "decoderconfig", None)   # (scale, 0) once drafted
+    scale = config[0] if config else 1
     w, h = img.width * scale, img.height * scale   # the size before draft (rounded up)
     if w * h <= SMALL_PIXELS:
         return 0
