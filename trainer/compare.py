@@ -4,7 +4,9 @@ Each side is one or more evaluated runs (RUN/eval_<split>.json, from `python -m 
 the same recipe trained on the folds of `corpus folds`; their predictions are pooled. Images are matched
 by path (each must be held out by exactly one run of each side). Reports each side's top-1, macro-F1 and
 calibrated ECE on the pooled images, and the paired comparison: images only A gets right, only B gets
-right, and the exact two-sided McNemar (sign test) p-value of that split. With the routing decisions that
+right, and the exact two-sided McNemar (sign test) p-value of that split. Beside each ECE, the ECE a perfectly
+calibrated model with the same confidences would show on as many images (trainer.calibration.ece_floor):
+below its 95th percentile, the measured ECE cannot be told from sampling noise. With the routing decisions that
 `trainer evaluate` stores, also each side's trust numbers, pooled (each run applies its own rule): share
 auto-routed and their accuracy, prediction sets, the same under shifted photography, non-artwork photos
 auto-routed, and the unfamiliarity AUROC (mean over runs). Writes JSON with --out.
@@ -23,6 +25,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from streams.contract.cli import UserError
+from trainer.calibration import ece_floor
 from trainer.metrics import summarize
 
 
@@ -46,6 +49,8 @@ class Side(BaseModel):
     top1: float
     macro_f1: float
     ece: float
+    ece_floor: float | None = None      # mean ECE of a perfectly calibrated model with these confidences, n images
+    ece_floor_p95: float | None = None  # ... and its 95th percentile
     trust: Trust | None = None          # when every run's eval has routing decisions (trainer evaluate)
 
 
@@ -169,8 +174,9 @@ def compare(a_runs: list[str], b_runs: list[str], split: str = "test",
         trust = pooled_trust(evals)
         if trust is not None and lam is not None:
             trust = trust.model_copy(update={"pooled_threshold": lam})
-        return Side(runs=runs, top1=m["top1"], macro_f1=m["macro_f1"], ece=m["ece"],
-                    trust=trust), probs.argmax(1) == targets
+        floor, floor_p95 = ece_floor(probs)
+        return Side(runs=runs, top1=m["top1"], macro_f1=m["macro_f1"], ece=m["ece"], ece_floor=floor,
+                    ece_floor_p95=floor_p95, trust=trust), probs.argmax(1) == targets
 
     sa, right_a = side(a_runs, a)
     sb, right_b = side(b_runs, b)
@@ -212,7 +218,8 @@ def main(args: argparse.Namespace) -> int:
     c = compare(args.a, args.b, args.split, None if args.target_accuracy is None else (args.target_accuracy, args.delta),
                 pool_val=args.pool_val)
     for name, s in (("A", c.a), ("B", c.b)):
-        print(f"{name}: top1={s.top1:.4f} macro_f1={s.macro_f1:.4f} ece={s.ece:.4f}  ({len(s.runs)} run(s))")
+        print(f"{name}: top1={s.top1:.4f} macro_f1={s.macro_f1:.4f} ece={s.ece:.4f} (perfectly calibrated: "
+              f"{s.ece_floor:.4f}, 95 % under {s.ece_floor_p95:.4f})  ({len(s.runs)} run(s))")
         if s.trust:
             print(f"   {trust_line(s.trust)}")
     print(f"{c.n} {c.split} images: only A right {c.only_a_right}, only B right {c.only_b_right}, "

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from trainer import distributed as D
 from trainer import trust, unfamiliar
-from trainer.calibration import ece, fit_temperature, nll, softmax
+from trainer.calibration import ece, ece_floor, fit_temperature, nll, softmax
 from trainer.data import DataError, ImageDataset, load_corpus, load_split
 from trainer.metrics import group_probs, summarize
 from trainer.run import Calibration, RunInfo, load_model, write_json
@@ -80,6 +80,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", group_by: str | None 
     result = {"run": info.name, "split": split, "classes": info.classes, "taxonomy": info.taxonomy,
               "temperature": t, "metrics": summarize(probs, targets, info.classes)}
     result["metrics"]["ece_uncalibrated"] = ece(softmax(logits), targets)
+    result["metrics"]["ece_floor"], result["metrics"]["ece_floor_p95"] = ece_floor(probs)
     result["metrics"]["nll_uncalibrated"] = nll(logits, targets)
     result["metrics"]["nll"] = nll(logits, targets, t)
     if group_by:
@@ -139,7 +140,8 @@ def main(args: argparse.Namespace) -> int:
     r = evaluate_run(args.run, args.split, args.group_by, args.corpus, args.batch_size, args.workers, args.device, cfg)
     m = r["metrics"]
     print(f"{r['run']} {r['split']} n={m['n']}: top1={m['top1']:.4f} top3={m['top3']:.4f} macro_f1={m['macro_f1']:.4f} "
-          f"ece {m['ece_uncalibrated']:.4f} -> {m['ece']:.4f} (T={r['temperature']:.3f})")
+          f"ece {m['ece_uncalibrated']:.4f} -> {m['ece']:.4f} (T={r['temperature']:.3f}; a perfectly calibrated model "
+          f"would show {m['ece_floor']:.4f}, 95 % under {m['ece_floor_p95']:.4f})")
     for name, pc in m["per_class"].items():
         print(f"  {name:40s} P={pc['precision']:.3f} R={pc['recall']:.3f} F1={pc['f1']:.3f} n={pc['support']}")
     if "grouped" in r:

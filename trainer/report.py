@@ -176,6 +176,9 @@ def summary_table(r: ReportInputs) -> str:
             ["ECE before temperature scaling", m["ece_uncalibrated"]], ["ECE after temperature scaling", m["ece"]],
             ["NLL before / after", f"{m['nll_uncalibrated']:.3f} / {m['nll']:.3f}"],
             ["temperature", r.evaluation.temperature], ["images", m["n"]]]
+    if "ece_floor" in m:  # evaluations before it have none
+        rows.insert(5, ["ECE of a perfectly calibrated model on as many images (mean / 95 % under)",
+                        f"{m['ece_floor']:.3f} / {m['ece_floor_p95']:.3f}"])
     if cal:
         rows.append(["val top-1 (end of training)", cal.get("top1", float("nan"))])
     return table(["metric", f"{r.evaluation.split} split"], rows)

@@ -1,4 +1,5 @@
-"""Calibration: ECE on hand-made cases; temperature scaling repairs an over-confident model."""
+"""Calibration: ECE on hand-made cases; its noise floor against the exact binomial value; temperature
+scaling repairs an over-confident model."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.calibration import ece, fit_temperature, softmax
+from math import comb
+
+from trainer.calibration import ece, ece_floor, fit_temperature, softmax
 from trainer.evaluate import evaluate_run
 from trainer.run import TrainConfig
 from trainer.synthetic import write_corpus
@@ -21,6 +24,25 @@ def test_ece_on_hand_made_predictions():
     two_bins = np.array([[0.9, 0.1]] * 4 + [[0.6, 0.4]] * 4)
     # bin 0.9: 4/4 right (gap 0.1); bin 0.6: 1/4 right (gap 0.35); each bin half the samples
     assert ece(two_bins, np.array([0, 0, 0, 0, 0, 1, 1, 1])) == pytest.approx(0.5 * 0.1 + 0.5 * 0.35)
+
+
+def test_ece_floor_is_the_sampling_noise_of_a_calibrated_model():
+    # n images all at [0.8, 0.2] (one bin): a calibrated model is right on K ~ Binomial(n, 0.8) of them and its
+    # ECE is |K/n - 0.8|; the floor's mean is E|K/n - 0.8|, exactly
+    for n in (20, 200):
+        exact = sum(comb(n, k) * 0.8 ** k * 0.2 ** (n - k) * abs(k / n - 0.8) for k in range(n + 1))
+        mean, p95 = ece_floor(np.tile([0.8, 0.2], (n, 1)), draws=20000)
+        assert mean == pytest.approx(exact, abs=0.003)
+        assert p95 > mean
+    assert ece_floor(np.tile([0.8, 0.2], (2000, 1)))[0] < 0.02 < ece_floor(np.tile([0.8, 0.2], (20, 1)))[0]
+    # certain predictions are always right: no noise at all; several bins and classes add up per bin
+    assert ece_floor(np.tile([0.0, 1.0, 0.0], (50, 1))) == (0.0, 0.0)
+    probs = softmax(np.random.default_rng(1).normal(0, 2, (300, 5)))
+    mean, p95 = ece_floor(probs, draws=3000)
+    rng = np.random.default_rng(2)   # labels drawn from the model itself: its measured ECE is such noise
+    measured = [ece(probs, np.array([rng.choice(5, p=p) for p in probs])) for _ in range(200)]
+    assert np.mean(measured) == pytest.approx(mean, rel=0.1)
+    assert np.mean(np.array(measured) > p95) < 0.1
 
 
 def test_temperature_recovers_the_over_confidence_factor():
@@ -52,6 +74,7 @@ def test_evaluate_lowers_ece_of_an_over_confident_network(tmp_path):
     m = result["metrics"]
     assert result["temperature"] > 3
     assert m["ece"] < m["ece_uncalibrated"] and m["nll"] < m["nll_uncalibrated"]
+    assert 0 < m["ece_floor"] < m["ece_floor_p95"] < 1   # 80 test images: ECE's noise floor is reported beside it
     assert json.loads((run / "calibration.json").read_text())["temperature"] == result["temperature"]
     saved = json.loads((run / "eval_test.json").read_text())
     assert len(saved["predictions"]) == m["n"] == 80   # the test split of 4 x 100

@@ -35,7 +35,11 @@ def test_compare_two_real_runs_pairs_every_test_image(tmp_path):
     r = subprocess.run(trainer_cmd("compare", "--a", str(a), "--b", str(b), "--out", str(out)),
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert json.loads(out.read_text())["only_a_right"] == c.only_a_right
+    saved = json.loads(out.read_text())
+    assert saved["only_a_right"] == c.only_a_right
+    # beside each ECE, what a perfectly calibrated model with the same confidences shows on as many images
+    assert 0 < saved["a"]["ece_floor"] < saved["a"]["ece_floor_p95"] < 1
+    assert "perfectly calibrated" in r.stdout
     with pytest.raises(CompareError, match="held out by two runs"):
         compare([str(a), str(a)], [str(b)])
     r = subprocess.run(trainer_cmd("compare", "--a", str(a), "--b", str(tmp_path / "nope")), capture_output=True,

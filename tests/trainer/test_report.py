@@ -54,6 +54,8 @@ def test_report_is_self_contained_and_shows_the_evaluation(run_dir, written):
         assert name in page
     assert f"top-1 {evaluation['metrics']['top1']:.3f}" in page
     assert f"<td>{evaluation['metrics']['macro_f1']:.3f}</td>" in page
+    m = evaluation["metrics"]   # ECE beside what sampling noise alone gives on as many images
+    assert f"<td>{m['ece_floor']:.3f} / {m['ece_floor_p95']:.3f}</td>" in page
     for section in ("Data", "Training curves", "Calibration", "Most confident correct predictions",
                     "Most confident mistakes"):
         assert f"<h2>{section}</h2>" in page
