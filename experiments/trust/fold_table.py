@@ -40,18 +40,18 @@ def main() -> None:
     p.add_argument("logs", nargs="*", type=Path, help="cv.sh output, for the train CPU column")
     a = p.parse_args()
     cpu = train_cpu(a.name, a.logs)
-    n = right = 0
-    for k in range(100):
-        path = Path(f"runs/cv{k}-{a.name}/eval_test.json")
-        if not path.exists():
-            continue
-        ev = json.loads(path.read_text())
-        print(row(k, ev, cpu.get(k)))
-        n += ev["metrics"]["n"]
-        right += round(ev["metrics"]["top1"] * ev["metrics"]["n"])
-    if n == 0:
+    run = re.compile(r"cv(\d+)-%s" % re.escape(a.name))
+    folds = sorted(int(m[1]) for d in Path("runs").glob(f"cv*-{a.name}")
+                   if (m := run.fullmatch(d.name)) and (d / "eval_test.json").exists())
+    if not folds:
         raise SystemExit(f"no runs/cv<k>-{a.name}/eval_test.json")
-    print(f"pooled top-1 {right}/{n} = {right / n * 100:.1f} %")
+    preds = []
+    for k in folds:
+        ev = json.loads(Path(f"runs/cv{k}-{a.name}/eval_test.json").read_text())
+        print(row(k, ev, cpu.get(k)))
+        preds += ev["predictions"]
+    right = sum(q["pred"] == q["target"] for q in preds)
+    print(f"pooled top-1 {right}/{len(preds)} = {right / len(preds) * 100:.1f} %")
 
 
 if __name__ == "__main__":
